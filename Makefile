@@ -1,0 +1,46 @@
+# Two commands do all the set-up on a fresh Debian machine (see README):
+#   make demo   installs everything, replays the bundled capture, writes inventory/findings/map
+#   make test   installs what the tests need and runs them (this is what .ci/run runs)
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+APT_PKGS := tcpdump tshark graphviz tcpreplay iproute2
+OUT     ?= demo-out
+
+.PHONY: demo test test-slow system venv lint bench clean
+
+system:
+	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(BIN)/apisensor: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $@
+
+venv: $(BIN)/apisensor
+
+demo: system venv
+	@mkdir -p $(OUT)
+	rm -f $(OUT)/inventory.db*
+	$(BIN)/apisensor replay pcaps/demo.pcap --db $(OUT)/inventory.db
+	$(BIN)/apisensor transactions pcaps/demo.pcap | head -25
+	@echo "inventory: $(OUT)/inventory.db  (try: sqlite3 $(OUT)/inventory.db 'select method, host, uri, status_code from transactions limit 20')"
+
+test: system venv
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q
+
+test-slow: system venv
+	$(BIN)/pytest -q -m slow
+
+lint: venv
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) $(OUT) .pytest_cache

@@ -1,0 +1,1 @@
+"""apisensor's discovery: what the transactions mean (inventory, findings) and where they are stored."""

@@ -1,0 +1,142 @@
+"""The SQLite store: a documented, versioned schema written with sqlite-utils.
+
+Tables (schema version 1; README "Database schema" documents every column):
+- ``runs``: one row per replay/capture run with its counters and anomalies by kind.
+- ``transactions``: one row per HTTP transaction (headers with credentials redacted; bodies
+  are not stored here).
+
+Writes are batched in transactions; the database is in WAL mode so readers (``sqlite3``,
+Datasette, ``apisensor`` queries) can read while the sensor writes, and a batch that was
+committed survives a kill.  Files are created with mode 0600.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import sqlite_utils
+
+from .redact import redact_headers
+
+SCHEMA_VERSION = 1
+
+
+def _create_private(path: str) -> None:
+    if path != ":memory:" and not os.path.exists(path):
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+        os.close(fd)
+
+
+class Store:
+    def __init__(self, path: str):
+        self.path = path
+        _create_private(path)
+        self.db = sqlite_utils.Database(path)
+        if path != ":memory:":
+            self.db.enable_wal()
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self._ensure_schema()
+
+    def _ensure_schema(self) -> None:
+        db = self.db
+        if "meta" not in db.table_names():
+            db["meta"].create({"key": str, "value": str}, pk="key")
+            db["meta"].insert({"key": "schema_version", "value": str(SCHEMA_VERSION)})
+        if "runs" not in db.table_names():
+            db["runs"].create(
+                {
+                    "id": int, "started_at": str, "finished_at": str, "status": str, "sources": str,
+                    "packets": int, "bytes": int, "flows": int, "http_flows": int, "tls_flows": int,
+                    "other_flows": int, "transactions": int, "truncated_files": int,
+                    "anomalies": str, "warnings": str,
+                },
+                pk="id",
+            )
+        if "transactions" not in db.table_names():
+            db["transactions"].create(
+                {
+                    "id": int, "run_id": int, "ts": float, "ts_response": float, "ts_end": float,
+                    "client": str, "server": str, "protocol": str, "method": str, "host": str,
+                    "uri": str, "status_code": int, "reason": str,
+                    "request_body_len": int, "response_body_len": int,
+                    "request_body_len_wire": int, "response_body_len_wire": int,
+                    "request_content_type": str, "response_content_type": str, "user_agent": str,
+                    "latency": float, "stream_id": int, "flags": str,
+                    "request_headers": str, "response_headers": str,
+                },
+                pk="id",
+                foreign_keys=[("run_id", "runs", "id")],
+            )
+            db["transactions"].create_index(["run_id"])
+            db["transactions"].create_index(["host", "uri"])
+            db["transactions"].create_index(["ts"])
+
+    # ---- runs --------------------------------------------------------------------------------
+    def begin_run(self, sources: list[str]) -> int:
+        with self.db.conn:
+            row = self.db["runs"].insert(
+                {"started_at": _now(), "status": "running", "sources": json.dumps(sources)}
+            )
+        return row.last_pk
+
+    def finish_run(self, run_id: int, stats: dict[str, Any], status: str = "complete",
+                   warnings: list[str] | None = None) -> None:
+        anomalies = stats.get("anomalies", {})
+        fields = {k: stats.get(k) for k in (
+            "packets", "bytes", "flows", "http_flows", "tls_flows", "other_flows", "transactions",
+            "truncated_files")}
+        with self.db.conn:
+            self.db["runs"].update(run_id, {
+                **fields, "finished_at": _now(), "status": status,
+                "anomalies": json.dumps(anomalies, sort_keys=True),
+                "warnings": json.dumps(warnings or []),
+            })
+
+    # ---- transactions ------------------------------------------------------------------------
+    def add_transactions(self, run_id: int, txs: list) -> None:
+        if not txs:
+            return
+        rows = [_tx_row(run_id, tx) for tx in txs]
+        with self.db.conn:
+            self.db["transactions"].insert_all(rows, batch_size=500)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _tx_row(run_id: int, tx) -> dict[str, Any]:
+    j = tx.to_json()
+    return {
+        "run_id": run_id,
+        "ts": tx.ts,
+        "ts_response": tx.ts_response,
+        "ts_end": tx.ts_end,
+        "client": j["client"],
+        "server": j["server"],
+        "protocol": tx.protocol,
+        "method": tx.method,
+        "host": j["host"],
+        "uri": tx.uri,
+        "status_code": tx.status_code,
+        "reason": tx.reason,
+        "request_body_len": tx.request_body_len,
+        "response_body_len": tx.response_body_len,
+        "request_body_len_wire": tx.request_body_len_wire,
+        "response_body_len_wire": tx.response_body_len_wire,
+        "request_content_type": j["request_content_type"],
+        "response_content_type": j["response_content_type"],
+        "user_agent": j["user_agent"],
+        "latency": tx.latency,
+        "stream_id": tx.stream_id,
+        "flags": ",".join(sorted(tx.flags)),
+        "request_headers": json.dumps(redact_headers(tx.request_headers)),
+        "response_headers": json.dumps(redact_headers(tx.response_headers)),
+    }
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

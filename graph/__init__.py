@@ -1,0 +1,1 @@
+"""apisensor's dependency map: build a graph from the store, render and export it."""

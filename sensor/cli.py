@@ -1,0 +1,211 @@
+"""The ``apisensor`` command: a thin click layer over the library (imports are lazy so that
+``apisensor --help`` starts fast).  This is the one module that ties sensor, discovery and
+graph together."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+
+import click
+
+EXIT_BAD_INPUT = 2
+
+
+def _fail(msg: str) -> None:
+    click.echo(f"apisensor: error: {msg}", err=True)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+def _open(paths: tuple[str, ...]):
+    from .sources import CaptureError, open_files
+
+    if not paths:
+        _fail("no capture file given (try: apisensor transactions FILE.pcap)")
+    try:
+        return open_files(list(paths))
+    except CaptureError as e:
+        _fail(str(e))
+
+
+def _check_linktypes(files) -> None:
+    from .decode import SUPPORTED_LINKTYPES
+
+    # pcap declares its link type up front: refuse files we cannot decode at all
+    for f in files:
+        for lt in f.linktypes:
+            if lt not in SUPPORTED_LINKTYPES:
+                _fail(f"{f.path}: unsupported link type {lt} (supported: "
+                      f"{', '.join(str(k) for k in sorted(SUPPORTED_LINKTYPES))})")
+
+
+def _records(files, progress: bool) -> Iterator:
+    from .sources import merge
+
+    records = merge(files)
+    if not progress:
+        yield from records
+        return
+    total = sum(f.size for f in files) or 1
+    with click.progressbar(length=total, label="replaying", file=sys.stderr, show_pos=False,
+                           show_percent=True, show_eta=True) as bar:
+        done = 0
+        for i, r in enumerate(records, 1):
+            yield r
+            if not i & 0x3FFF:
+                pos = sum(f.position() for f in files)
+                bar.update(pos - done)
+                done = pos
+        bar.update(total - done)
+
+
+def _warn_files(files, stats) -> None:
+    for f in files:
+        stats.files += 1
+        if f.truncated:
+            stats.truncated_files += 1
+        for w in f.warnings:
+            click.echo(f"apisensor: warning: {w}", err=True)
+
+
+def _limits(body_cap: int | None, max_flows: int | None):
+    from dataclasses import replace
+
+    from .limits import Limits
+
+    limits = Limits()
+    if body_cap is not None:
+        limits = replace(limits, body_cap=body_cap)
+    if max_flows is not None:
+        limits = replace(limits, max_flows=max_flows)
+    return limits
+
+
+_common = [
+    click.option("--body-cap", type=int, default=None, metavar="BYTES",
+                 help="Decoded body bytes kept per message (default 262144); lengths are always counted."),
+    click.option("--max-flows", type=int, default=None, metavar="N",
+                 help="TCP flows tracked at once (default 200000); the least recently active are evicted."),
+]
+
+
+def common(f):
+    for opt in reversed(_common):
+        f = opt(f)
+    return f
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="apisensor")
+def main() -> None:
+    """apisensor: discover the HTTP APIs on your network from packet captures.
+
+    Replay pcap/pcapng files (or watch an interface) and get every HTTP transaction, an API
+    inventory in SQLite, findings of leaked data, and a map of who calls whom.
+
+    \b
+    Start with:
+      apisensor transactions capture.pcap         # what crossed the wire
+      apisensor replay capture.pcap --db inv.db   # store it
+    """
+
+
+@main.command()
+@click.argument("files", nargs=-1, type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line (keys in README).")
+@common
+def transactions(files: tuple[str, ...], as_json: bool, body_cap, max_flows) -> None:
+    """Print every HTTP transaction in FILES (pcap, pcapng, optionally .gz), one per line.
+
+    Several files are merged in timestamp order. Body lengths are decoded lengths
+    (de-chunked and decompressed, as Zeek counts); *_wire lengths are before content
+    decoding (as Suricata counts).
+    """
+    from .pipeline import Pipeline
+    from .stats import Stats
+
+    opened = _open(files)
+    _check_linktypes(opened)
+    out = sys.stdout
+    if as_json:
+        def emit(tx) -> None:
+            out.write(json.dumps(tx.to_json(), ensure_ascii=False) + "\n")
+    else:
+        click.echo(f"{'time':<15} {'client':<22} {'server':<22} {'method':<8} {'status':>6}  "
+                   f"{'req':>7} {'resp':>9}  host / uri")
+
+        def emit(tx) -> None:
+            line = (f"{tx.ts:<15.3f} {tx.client:<22} {tx.server:<22} {tx.method or '-':<8} "
+                    f"{tx.status_code if tx.status_code is not None else '-':>6}  "
+                    f"{tx.request_body_len:>7} {tx.response_body_len:>9}  "
+                    f"{tx.host or '-'} {tx.uri or '-'}")
+            if tx.flags:
+                line += f"  [{','.join(sorted(tx.flags))}]"
+            out.write(line + "\n")
+
+    stats = Stats()
+    p = Pipeline(emit, _limits(body_cap, max_flows), stats)
+    try:
+        p.run(_records(opened, progress=False))
+        p.finish()
+    except BrokenPipeError:
+        sys.stderr.close()
+        sys.exit(0)
+    _warn_files(opened, stats)
+
+
+@main.command()
+@click.argument("files", nargs=-1, type=click.Path())
+@click.option("--db", "db_path", required=True, type=click.Path(dir_okay=False),
+              help="SQLite file to create or add to.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
+@common
+def replay(files: tuple[str, ...], db_path: str, as_json: bool, progress, body_cap, max_flows) -> None:
+    """Replay FILES through the sensor and store what it saw in the SQLite file --db."""
+    from discovery.store import Store
+
+    from .pipeline import Pipeline
+    from .stats import Stats
+
+    opened = _open(files)
+    _check_linktypes(opened)
+    try:
+        store = Store(db_path)
+    except Exception as e:  # sqlite3.DatabaseError and friends: one line, no traceback
+        _fail(f"{db_path}: cannot open as a SQLite database ({e})")
+    run_id = store.begin_run([f.path for f in opened])
+    batch: list = []
+
+    def emit(tx) -> None:
+        batch.append(tx)
+        if len(batch) >= 1000:
+            store.add_transactions(run_id, batch)
+            batch.clear()
+
+    stats = Stats()
+    p = Pipeline(emit, _limits(body_cap, max_flows), stats)
+    show = sys.stderr.isatty() if progress is None else progress
+    p.run(_records(opened, show))
+    p.finish()
+    store.add_transactions(run_id, batch)
+    _warn_files(opened, stats)
+    warnings = [w for f in opened for w in f.warnings]
+    summary = stats.to_json()
+    store.finish_run(run_id, summary, warnings=warnings)
+    store.close()
+    summary = {"run_id": run_id, "db": db_path, **summary}
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        click.echo(f"run {run_id}: {stats.packets} packets, {stats.bytes} bytes, {stats.flows} TCP flows "
+                   f"({stats.http_flows} HTTP, {stats.tls_flows} TLS), {stats.transactions} transactions "
+                   f"-> {db_path}")
+        if stats.anomalies:
+            top = ", ".join(f"{k} {v}" for k, v in stats.anomalies.most_common(6))
+            click.echo(f"anomalies: {top}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""IPv4/IPv6 fragment reassembly, bounded in datagrams, bytes and time.
+
+Fragments are keyed by (src, dst, id, protocol).  Overlaps keep the first bytes seen (the
+same "first wins" policy as TCP reassembly).  When more than ``max_datagrams`` are pending,
+or one is older than ``timeout`` seconds, the oldest are dropped and counted.
+"""
+
+from __future__ import annotations
+
+from .stats import Stats
+
+_MAX_DATAGRAM = 65535 + 8
+
+
+class _Pending:
+    __slots__ = ("first_ts", "parts", "total", "have")
+
+    def __init__(self, ts: float):
+        self.first_ts = ts
+        self.parts: dict[int, bytes] = {}
+        self.total = -1  # payload length, known once the last fragment arrives
+        self.have = 0
+
+
+class Defragmenter:
+    def __init__(self, stats: Stats, max_datagrams: int = 4096, timeout: float = 30.0):
+        self.stats = stats
+        self.max = max_datagrams
+        self.timeout = timeout
+        self.pending: dict[tuple, _Pending] = {}
+
+    def add(self, key: tuple, offset: int, more: bool, payload: bytes, ts: float) -> bytes | None:
+        """Add one fragment; return the whole payload once complete, else None."""
+        p = self.pending.get(key)
+        if p is None:
+            if len(self.pending) >= self.max:
+                self._expire(ts, force=True)
+            p = self.pending[key] = _Pending(ts)
+        end = offset + len(payload)
+        if end > _MAX_DATAGRAM:
+            self.stats.anomaly("ip.fragment_too_large")
+            del self.pending[key]
+            return None
+        if not more:
+            p.total = end
+        if offset not in p.parts or len(p.parts[offset]) < len(payload):
+            p.have += len(payload) - len(p.parts.get(offset, b""))
+            p.parts[offset] = payload
+        if p.total < 0 or p.have < p.total:
+            return None
+        out = bytearray()
+        for off in sorted(p.parts):
+            data = p.parts[off]
+            if off > len(out):
+                return None  # a hole remains (overlaps inflated ``have``); wait for more
+            if off + len(data) > len(out):
+                out += data[len(out) - off :]
+        del self.pending[key]
+        if len(out) < p.total:
+            return None
+        return bytes(out[: p.total])
+
+    def _expire(self, now: float, force: bool = False) -> None:
+        old = [k for k, p in self.pending.items() if now - p.first_ts > self.timeout]
+        if force and not old:
+            old = sorted(self.pending, key=lambda k: self.pending[k].first_ts)[: max(1, self.max // 10)]
+        for k in old:
+            del self.pending[k]
+        if old:
+            self.stats.anomaly("ip.fragments_expired", len(old))
+
+    def sweep(self, now: float) -> None:
+        if self.pending:
+            self._expire(now)

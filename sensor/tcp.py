@@ -1,0 +1,301 @@
+"""TCP reassembly: a bounded flow table and an in-order byte stream per direction.
+
+Sans-I/O: :meth:`FlowTable.segment` takes decoded segments; each flow's *handler* (made by
+the ``new_handler`` callable given to the table) receives, in order::
+
+    handler.data(direction, payload, ts)   # contiguous new bytes of one direction
+    handler.gap(direction, nbytes, ts)     # nbytes are missing from the capture here
+    handler.fin(direction, ts)             # that direction finished (all its bytes delivered)
+    handler.end(ts, reason)                # flow over ("fin", "rst", "idle", "evicted", "eof")
+
+Direction 0 is the endpoint that sent the first packet we kept of the flow (``Flow.a``),
+1 the other; ``Flow.client_dir`` says which one opened the connection when the handshake
+was seen (None when we picked the flow up mid-stream).
+
+Policy (documented in the README):
+- Pick-up mid-stream: the first data segment of a direction fixes its sequence origin.
+- Retransmissions and overlaps: the first bytes seen win; differing retransmitted content is
+  not compared (counted as ``tcp.retransmission`` / ``tcp.overlap``).
+- Out-of-order segments wait in a per-direction buffer (``max_ooo_bytes``).  A hole becomes
+  a gap when the peer acknowledges data beyond it (the receiver got bytes we never saw), when
+  the buffer is full, or when the flow ends.
+- SYN payloads (TCP Fast Open) are data.  RST ends the flow.  Flows idle longer than
+  ``flow_idle_timeout`` end; when the table holds ``max_flows``, the least recently active
+  tenth is evicted (counted).  Ended flows linger a few seconds so late retransmissions
+  don't start a new flow; a new SYN does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from .limits import Limits
+from .stats import Stats
+
+FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
+_M = 0xFFFFFFFF
+_LINGER = 5.0
+_SWEEP_EVERY = 5.0
+
+
+def _rel(a: int, b: int) -> int:
+    """Signed distance a - b in 32-bit sequence space."""
+    return ((a - b + 0x80000000) & _M) - 0x80000000
+
+
+class StreamHandler(Protocol):
+    def data(self, direction: int, payload: bytes, ts: float) -> None: ...
+    def gap(self, direction: int, nbytes: int, ts: float) -> None: ...
+    def fin(self, direction: int, ts: float) -> None: ...
+    def end(self, ts: float, reason: str) -> None: ...
+
+
+class Half:
+    """One direction of a flow."""
+
+    __slots__ = ("next", "isn", "ooo", "ooo_bytes", "fin_seq", "peer_ack", "done", "bytes")
+
+    def __init__(self) -> None:
+        self.next: int | None = None  # next expected sequence number
+        self.isn: int | None = None
+        self.ooo: dict[int, bytes] = {}
+        self.ooo_bytes = 0
+        self.fin_seq: int | None = None
+        self.peer_ack: int | None = None  # highest ACK the other side sent for this direction
+        self.done = False
+        self.bytes = 0  # payload bytes delivered or skipped
+
+
+class Flow:
+    __slots__ = (
+        "a", "b", "halves", "first_ts", "last_ts", "client_dir", "handler", "ignored",
+        "closed", "packets",
+    )
+
+    def __init__(self, a: tuple[bytes, int], b: tuple[bytes, int], ts: float):
+        self.a = a
+        self.b = b
+        self.halves = (Half(), Half())
+        self.first_ts = ts
+        self.last_ts = ts
+        self.client_dir: int | None = None
+        self.handler: Any = None
+        self.ignored = False  # the handler lost interest: count packets, reassemble nothing
+        self.closed = False
+        self.packets = 0
+
+
+class FlowTable:
+    def __init__(self, limits: Limits, stats: Stats, new_handler: Callable[[Flow], StreamHandler]):
+        self.limits = limits
+        self.stats = stats
+        self.new_handler = new_handler
+        self.flows: dict[tuple, Flow] = {}
+        self._next_sweep = 0.0
+        self.now = 0.0
+
+    # ---- entry point -------------------------------------------------------------------------
+    def segment(self, ts: float, seg: tuple) -> None:
+        _p, src, dst, sport, dport, seq, ack, flags, payload = seg
+        flows = self.flows
+        flow = flows.get((src, sport, dst, dport))
+        d = 0
+        if flow is None:
+            flow = flows.get((dst, dport, src, sport))
+            d = 1
+        if ts > self.now:
+            self.now = ts
+            if ts >= self._next_sweep:
+                self.sweep(ts)
+        if flow is None or (flow.closed and flags & (SYN | ACK) == SYN):
+            if flow is not None:
+                self._forget(flow)
+            if not payload and not flags & SYN:
+                return  # a lone ACK/FIN/RST of a flow we never saw: nothing to follow
+            flow = self._new_flow(src, sport, dst, dport, ts)
+            d = 0
+        flow.last_ts = ts
+        flow.packets += 1
+        if flow.closed or flow.ignored:
+            return
+        if flags & SYN:
+            if flags & ACK:
+                if flow.client_dir is None:
+                    flow.client_dir = 1 - d
+            elif flow.client_dir is None:
+                flow.client_dir = d
+            self._syn(flow, d, seq)
+            seq = (seq + 1) & _M
+        half = flow.halves[d]
+        if flags & ACK:
+            other = flow.halves[1 - d]
+            if other.next is not None and (other.peer_ack is None or _rel(ack, other.peer_ack) > 0):
+                other.peer_ack = ack
+                if other.ooo and _rel(ack, other.next) > 0:
+                    self._skip_gap(flow, 1 - d, other, ts)
+        if payload:
+            self._data(flow, d, half, seq, payload, ts)
+        if flags & FIN and half.fin_seq is None:
+            if half.next is None:
+                half.next = seq
+            half.fin_seq = (seq + len(payload)) & _M
+            self._check_fin(flow, d, half, ts)
+        if flags & RST:
+            self._end(flow, ts, "rst")
+
+    # ---- per direction -----------------------------------------------------------------------
+    def _syn(self, flow: Flow, d: int, seq: int) -> None:
+        half = flow.halves[d]
+        if half.isn is None or half.next is None:
+            half.isn = seq
+            half.next = (seq + 1) & _M
+        elif half.isn != seq:
+            self.stats.anomaly("tcp.syn_seq_changed")
+
+    def _data(self, flow: Flow, d: int, half: Half, seq: int, payload: bytes, ts: float) -> None:
+        if half.next is None:
+            half.next = seq
+        delta = _rel(seq, half.next)
+        n = len(payload)
+        if delta == 0:
+            half.next = (seq + n) & _M
+            half.bytes += n
+            flow.handler.data(d, payload, ts)
+            if half.ooo:
+                self._drain(flow, d, half, ts)
+        elif delta < 0:
+            if delta + n <= 0:
+                self.stats.anomaly("tcp.retransmission")
+                return
+            self.stats.anomaly("tcp.overlap")
+            piece = payload[-delta:]
+            half.next = (seq + n) & _M
+            half.bytes += len(piece)
+            flow.handler.data(d, piece, ts)
+            if half.ooo:
+                self._drain(flow, d, half, ts)
+        else:
+            if half.fin_seq is not None and _rel(seq, half.fin_seq) >= 0:
+                self.stats.anomaly("tcp.data_after_fin")
+                return
+            old = half.ooo.get(seq)
+            if old is None or len(old) < n:
+                half.ooo[seq] = payload
+                half.ooo_bytes += n - (len(old) if old else 0)
+            self.stats.anomaly("tcp.out_of_order")
+            if half.ooo_bytes > self.limits.max_ooo_bytes or (
+                half.peer_ack is not None and _rel(half.peer_ack, half.next) > 0
+            ):
+                self._skip_gap(flow, d, half, ts)
+        if half.fin_seq is not None:
+            self._check_fin(flow, d, half, ts)
+
+    def _drain(self, flow: Flow, d: int, half: Half, ts: float) -> None:
+        ooo = half.ooo
+        progressed = True
+        while ooo and progressed:
+            progressed = False
+            for s in sorted(ooo, key=lambda s: _rel(s, half.next)):
+                delta = _rel(s, half.next)
+                if delta > 0:
+                    break
+                data = ooo.pop(s)
+                half.ooo_bytes -= len(data)
+                if delta + len(data) > 0:
+                    piece = data[-delta:] if delta else data
+                    half.next = (half.next + len(piece)) & _M
+                    half.bytes += len(piece)
+                    flow.handler.data(d, piece, ts)
+                progressed = True
+                break
+
+    def _skip_gap(self, flow: Flow, d: int, half: Half, ts: float) -> None:
+        """Declare the hole before the earliest buffered segment lost and continue after it."""
+        if not half.ooo:
+            return
+        first = min(half.ooo, key=lambda s: _rel(s, half.next))
+        n = _rel(first, half.next)
+        if n > 0:
+            self.stats.anomaly("tcp.gap")
+            half.next = first
+            half.bytes += n
+            flow.handler.gap(d, n, ts)
+        self._drain(flow, d, half, ts)
+
+    def _check_fin(self, flow: Flow, d: int, half: Half, ts: float) -> None:
+        if not half.done and half.fin_seq is not None and half.next is not None:
+            if _rel(half.next, half.fin_seq) >= 0:
+                half.done = True
+                flow.handler.fin(d, ts)
+                if flow.halves[1 - d].done:
+                    self._end(flow, ts, "fin")
+
+    # ---- flow lifecycle ----------------------------------------------------------------------
+    def _new_flow(self, src: bytes, sport: int, dst: bytes, dport: int, ts: float) -> Flow:
+        if len(self.flows) >= self.limits.max_flows:
+            self._evict(ts)
+        flow = Flow((src, sport), (dst, dport), ts)
+        self.flows[(src, sport, dst, dport)] = flow
+        self.stats.flows += 1
+        flow.handler = self.new_handler(flow)
+        return flow
+
+    def _end(self, flow: Flow, ts: float, reason: str) -> None:
+        if flow.closed:
+            return
+        if not flow.ignored:
+            for d, half in enumerate(flow.halves):
+                while half.ooo:
+                    self._skip_gap(flow, d, half, ts)
+                if not half.done and half.next is not None:
+                    half.done = True
+                    flow.handler.fin(d, ts)
+        flow.closed = True
+        flow.handler.end(ts, reason)
+        flow.handler = _CLOSED
+
+    def _forget(self, flow: Flow) -> None:
+        self.flows.pop((flow.a[0], flow.a[1], flow.b[0], flow.b[1]), None)
+
+    def sweep(self, now: float) -> None:
+        """End idle flows and drop lingering closed ones (runs every few seconds of capture time)."""
+        self._next_sweep = now + _SWEEP_EVERY
+        idle = self.limits.flow_idle_timeout
+        for flow in list(self.flows.values()):
+            age = now - flow.last_ts
+            if flow.closed:
+                if age > _LINGER:
+                    self._forget(flow)
+            elif age > idle:
+                self._end(flow, now, "idle")
+                self._forget(flow)
+
+    def _evict(self, now: float) -> None:
+        victims = sorted(self.flows.values(), key=lambda f: (not f.closed, f.last_ts))
+        n = max(1, len(victims) // 10)
+        live = 0
+        for flow in victims[:n]:
+            if not flow.closed:
+                live += 1
+                self._end(flow, now, "evicted")
+            self._forget(flow)
+        if live:
+            self.stats.anomaly("tcp.flow_evicted", live)
+
+    def close_all(self, ts: float | None = None) -> None:
+        """End every flow (end of input)."""
+        ts = self.now if ts is None else ts
+        for flow in list(self.flows.values()):
+            self._end(flow, ts, "eof")
+        self.flows.clear()
+
+
+class _Closed:
+    def data(self, *a: object) -> None:
+        pass
+
+    gap = fin = end = data
+
+
+_CLOSED = _Closed()
