@@ -50,6 +50,8 @@ _HEAD_END = re.compile(rb"\n\r?\n")
 _RESYNC_REQ = re.compile(rb"(?:^|\n)([A-Za-z][A-Za-z0-9_-]{0,31} [^\r\n]* HTTP/\d\.\d\r?\n)")
 _RESYNC_RESP = re.compile(rb"(?:^|\n)(HTTP/\d\.\d[ \t]+\d{3})")
 _HEADER_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+[ \t]*:")
+_MORE_LINES = re.compile(rb"[^\r\n]")
+_TOKEN_PREFIX = re.compile(rb"[A-Za-z][A-Za-z0-9_-]{0,31}")
 _LOOKS_REQ = re.compile(rb"[A-Za-z][A-Za-z0-9_-]{0,31} ")
 
 _MAX_CL = 1 << 62
@@ -244,13 +246,16 @@ class HTTP1Parser:
         self.pos = pos
         if pos >= len(buf):
             return False
-        if self.tunnel_check and (
-            not _LOOKS_REQ.match(buf, pos)
-            if self.is_request
-            else buf[pos : pos + 5] != b"HTTP/"[: len(buf) - pos]
-        ):
-            self.state = DEAD  # the tunnel carries something else (TLS, SMTP, ...)
-            return False
+        if self.tunnel_check:
+            if self.is_request:
+                if _TOKEN_PREFIX.fullmatch(buf, pos) and len(buf) - pos < 32:
+                    return False  # "GE": wait for the rest of the method
+                ok = _LOOKS_REQ.match(buf, pos) is not None
+            else:
+                ok = buf[pos : pos + 5] == b"HTTP/"[: len(buf) - pos]
+            if not ok:
+                self.state = DEAD  # the tunnel carries something else (TLS, SMTP, ...)
+                return False
         if self.is_request:
             nl = buf.find(b"\n", pos)
             if nl < 0:
@@ -312,8 +317,8 @@ class HTTP1Parser:
             self.state = DEAD
             return False
         uri = rest.strip(b" \t")
-        if method in SIMPLE_METHODS and uri and _HEADER_LINE.match(self.buf, after):
-            # no version, but header lines follow: a sloppy HTTP/1.0 request, not HTTP/0.9
+        if method in SIMPLE_METHODS and uri and _MORE_LINES.match(self.buf, after):
+            # no version, but more lines follow: a sloppy request with headers, not HTTP/0.9
             msg = self._new_message()
             msg.method = method.decode("ascii")
             msg.uri = _text(uri)
@@ -732,7 +737,10 @@ class HTTP1Connection:
         return bool(self.waiting) and self.waiting[0].req.version in ("0.9", None)
 
     def give_up(self) -> None:
+        """Not HTTP after all (or hopelessly broken): stop parsing both directions."""
         self.gave_up = True
+        for p in self.parsers:
+            p.stop(DEAD)
 
     # ---- emission ----------------------------------------------------------------------------
     def _flush(self) -> None:

@@ -38,7 +38,6 @@ from .transaction import (
     FLAG_NO_REQUEST,
     FLAG_NO_RESPONSE,
     FLAG_UPGRADE,
-    Headers,
     Transaction,
     header,
 )
@@ -140,6 +139,11 @@ class _FrameReader:
     @property
     def buffered(self) -> int:
         return len(self._buf) - self._off
+
+    @property
+    def held(self) -> int:
+        """Bytes of memory the buffer holds (consumed ones included until compaction)."""
+        return len(self._buf)
 
     @property
     def mid_frame(self) -> bool:
@@ -388,7 +392,7 @@ class H2Connection:
         """Bytes held for incomplete frames and header blocks (both directions)."""
         total = 0
         for d in (self._client, self._server):
-            total += d.reader.buffered + (d.block.size if d.block and not d.block.too_large else 0)
+            total += d.reader.held + (d.block.size if d.block and not d.block.too_large else 0)
         return total
 
     def feed(self, from_client: bool, data: bytes, ts: float) -> list[Transaction]:

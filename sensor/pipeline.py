@@ -29,6 +29,7 @@ _PEEK = 8192
 _BINARY = re.compile(rb"[\x00-\x08\x0e-\x1f\x7f]")  # bytes of each direction looked at for detection
 
 HTTP1, HTTP2, TLS, OTHER = "http1", "h2", "tls", "other"
+HTTP_PORTS = frozenset((80, 8000, 8008, 8080, 8888, 3128))  # tie-breaker for malformed text only
 
 
 def _classify(b: bytes, final: bool) -> str | None:
@@ -61,8 +62,17 @@ def _classify(b: bytes, final: bool) -> str | None:
     return "no"
 
 
+def _text_line(b: bytes) -> bool:
+    nl = b.find(b"\n")
+    return nl > 0 and not _BINARY.search(b, 0, nl)
+
+
+def _http_port(ports: tuple[int, int] | None, client_dir: int) -> bool:
+    return ports is not None and ports[1 - client_dir] in HTTP_PORTS
+
+
 def detect(heads: tuple[bytes, bytes], client_dir: int | None, total: int, limit: int,
-           final: bool = False):
+           final: bool = False, flow_ports: tuple[int, int] | None = None):
     """Decide (protocol, client_dir) from the first bytes of each direction, or None to wait.
 
     ``final``: the flow ended, nothing more will come (an unterminated request line counts).
@@ -87,6 +97,10 @@ def detect(heads: tuple[bytes, bytes], client_dir: int | None, total: int, limit
             if _RESYNC_REQ.search(heads[d]):
                 return HTTP1, d
         return (OTHER, None) if give_up else None
+    if kinds[client_dir] == "no" and _text_line(heads[client_dir]) and _http_port(flow_ports, client_dir):
+        # A malformed text request to an HTTP port (a probe, an attack, a broken client):
+        # content alone can't call it HTTP, the port breaks the tie; the parser records it.
+        return HTTP1, client_dir
     if kinds[1 - client_dir] == "no" or give_up:
         return OTHER, client_dir
     return None  # the client's first bytes are not a request: let the server's answer decide
@@ -140,7 +154,8 @@ class FlowHandler:
     def _detect(self, final: bool = False) -> None:
         flow = self.flow
         limit = self.pipeline.limits.detect_bytes
-        r = detect((self.heads[0], self.heads[1]), flow.client_dir, self.total, 1 if final else limit, final)
+        r = detect((self.heads[0], self.heads[1]), flow.client_dir, self.total, 1 if final else limit, final,
+                   (flow.a[1], flow.b[1]))
         if r is None:
             return
         proto, client_dir = r

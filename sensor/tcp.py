@@ -36,6 +36,7 @@ from .stats import Stats
 FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
 _M = 0xFFFFFFFF
 _LINGER = 5.0
+_RST_LINGER = 1.0
 _SWEEP_EVERY = 5.0
 
 
@@ -70,7 +71,7 @@ class Half:
 class Flow:
     __slots__ = (
         "a", "b", "halves", "first_ts", "last_ts", "client_dir", "handler", "ignored",
-        "closed", "packets",
+        "closed", "packets", "rst",
     )
 
     def __init__(self, a: tuple[bytes, int], b: tuple[bytes, int], ts: float):
@@ -83,6 +84,7 @@ class Flow:
         self.handler: Any = None
         self.ignored = False  # the handler lost interest: count packets, reassemble nothing
         self.closed = False
+        self.rst = False  # a RST was seen; the flow ends unless packets keep coming
         self.packets = 0
 
 
@@ -119,15 +121,31 @@ class FlowTable:
         flow.packets += 1
         if flow.closed or flow.ignored:
             return
+        if flow.rst and flags & (SYN | ACK) == SYN and flow.halves[d].isn not in (None, seq):
+            # the port pair is reused by a new connection after a RST
+            self._end(flow, ts, "rst")
+            self._forget(flow)
+            flow = self._new_flow(src, sport, dst, dport, ts)
+            d = 0
+        half = flow.halves[d]
         if flags & SYN:
             if flags & ACK:
                 if flow.client_dir is None:
                     flow.client_dir = 1 - d
+                other = flow.halves[1 - d]
+                if not other.bytes and not other.ooo:
+                    # the SYN-ACK names the client's real ISN (spoofed SYNs may have preceded it)
+                    other.isn = (ack - 1) & _M
+                    other.next = ack
             elif flow.client_dir is None:
                 flow.client_dir = d
-            self._syn(flow, d, seq)
+            self._syn(half, seq)
             seq = (seq + 1) & _M
-        half = flow.halves[d]
+        elif half.isn is None and flow.client_dir is not None and flow.client_dir != d:
+            # a server that has not answered the SYN yet cannot FIN or RST this connection
+            if flags & (FIN | RST):
+                self.stats.anomaly("tcp.fin_rst_before_synack")
+                flags &= ~(FIN | RST)
         if flags & ACK:
             other = flow.halves[1 - d]
             if other.next is not None and (other.peer_ack is None or _rel(ack, other.peer_ack) > 0):
@@ -142,12 +160,14 @@ class FlowTable:
             half.fin_seq = (seq + len(payload)) & _M
             self._check_fin(flow, d, half, ts)
         if flags & RST:
-            self._end(flow, ts, "rst")
+            # Ending at once would let a forged RST hide what follows (an evasion technique):
+            # the flow ends when the RST is not followed by more packets (see sweep).
+            flow.rst = True
+            self._next_sweep = min(self._next_sweep, ts + _RST_LINGER)
 
     # ---- per direction -----------------------------------------------------------------------
-    def _syn(self, flow: Flow, d: int, seq: int) -> None:
-        half = flow.halves[d]
-        if half.isn is None or half.next is None:
+    def _syn(self, half: Half, seq: int) -> None:
+        if half.isn is None or half.next is None or (not half.bytes and not half.ooo):
             half.isn = seq
             half.next = (seq + 1) & _M
         elif half.isn != seq:
@@ -267,6 +287,8 @@ class FlowTable:
             if flow.closed:
                 if age > _LINGER:
                     self._forget(flow)
+            elif flow.rst and age > _RST_LINGER:
+                self._end(flow, now, "rst")
             elif age > idle:
                 self._end(flow, now, "idle")
                 self._forget(flow)
