@@ -84,7 +84,10 @@ def parse_encodings(value: str | None) -> list[str]:
 class Body:
     """Accumulates one message body.  Never raises on bad input; problems become flags."""
 
-    __slots__ = ("wire_len", "decoded_len", "_kept", "_kept_len", "_cap", "_dcap", "_layers", "flags")
+    __slots__ = (
+        "wire_len", "decoded_len", "_kept", "_kept_len", "_cap", "_dcap", "_layers", "flags",
+        "line_mode", "_last",
+    )
 
     def __init__(self, content_encoding: str | None, body_cap: int, decompressed_cap: int):
         self.wire_len = 0
@@ -94,6 +97,10 @@ class Body:
         self._cap = body_cap
         self._dcap = decompressed_cap
         self.flags: set[str] = set()
+        # Zeek delivers some bodies line by line and counts a CRLF after an unterminated last
+        # line; ``line_mode`` reproduces that count in lengths() (see README "Body lengths").
+        self.line_mode = False
+        self._last = 0
         layers = []
         for name in reversed(parse_encodings(content_encoding)[:2]):  # at most 2 layers
             dec = _decoder(name)
@@ -150,6 +157,9 @@ class Body:
                 break
 
     def _keep(self, data: bytes) -> None:
+        if not data:
+            return
+        self._last = data[-1]
         self.decoded_len += len(data)
         room = self._cap - self._kept_len
         if room > 0:
@@ -180,4 +190,6 @@ class Body:
         """(decoded_len, wire_len); a body that failed to decode reports its wire length."""
         if FLAG_DECODE_ERROR in self.flags and self.decoded_len == 0:
             return self.wire_len, self.wire_len
+        if self.line_mode and self.decoded_len and self._last != 10:
+            return self.decoded_len + 2, self.wire_len
         return self.decoded_len, self.wire_len

@@ -341,10 +341,13 @@ class HTTP1Parser:
             return True
         self.stats.anomaly("http.bad_request_line")
         if first:
-            # The connection's first bytes are not a request we can read: record it once
-            msg = self._new_message()
-            msg.flags.add(FLAG_MALFORMED)
-            self._finish()
+            # The connection's first bytes are not a request we can read.  An unknown method
+            # is recorded once (a probe or a broken client); a known method without a target
+            # asks for nothing and is only counted.
+            if method not in SIMPLE_METHODS:
+                msg = self._new_message()
+                msg.flags.add(FLAG_MALFORMED)
+                self._finish()
             self.conn.give_up()
             self.state = DEAD
             return False
@@ -437,7 +440,9 @@ class HTTP1Parser:
 
     def _framing(self, msg: Message) -> None:
         limits = self.limits
-        msg.body = Body(msg.header("content-encoding"), limits.body_cap, limits.decompressed_cap)
+        msg.body = body = Body(msg.header("content-encoding"), limits.body_cap, limits.decompressed_cap)
+        ctype = (msg.header("content-type") or "").lstrip().lower()
+        body.line_mode = ctype.startswith(("multipart/", "message/"))
         te = msg.header_all("transfer-encoding")
         cls = msg.header_all("content-length")
         if not self.is_request and not self.conn.response_has_body(msg):
@@ -475,6 +480,10 @@ class HTTP1Parser:
             self._finish()
             self.state = START
         else:
+            # Zeek reads such a body line by line unless it is compressed or the connection closes
+            body.line_mode = body.line_mode or not (
+                body._layers or "close" in (msg.header("connection") or "").lower() or msg.version == "1.0"
+            )
             self.state = BODY_EOF
 
     def _body_bytes(self, data: bytes) -> None:

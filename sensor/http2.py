@@ -49,7 +49,8 @@ DEFAULT_MAX_FRAME = 16_384  # SETTINGS_MAX_FRAME_SIZE before any SETTINGS (RFC 9
 ABSOLUTE_MAX_FRAME = (1 << 24) - 1  # the largest length a frame header can declare
 MAX_BUFFERED_PAYLOAD = 1 << 20  # non-DATA frames longer than this are skipped, not buffered
 MAX_HEADER_BLOCK = 1 << 20  # HEADERS/PUSH_PROMISE + CONTINUATION bytes kept for one block
-MAX_HEADER_LIST = 4 << 20  # decoded size one header block may expand to (HPACK bomb guard)
+MAX_HEADER_LIST = 1 << 20  # decoded header bytes kept from one block (HPACK bomb guard)
+HPACK_SEGMENT = 4096  # header blocks are decoded in pieces of about this size (see hpack_segments)
 MAX_STRIKES = 3  # malformed frame headers in a row before a direction counts as desynchronised
 MAX_INTERIM = 16  # 1xx statuses kept per stream
 CLOSED_MEMORY = 4096  # recently finished stream ids remembered, to ignore their late frames
@@ -334,6 +335,67 @@ class _Stream:
         self.flags: set[str] = set()
 
 
+def hpack_segments(block: bytes, step: int = HPACK_SEGMENT) -> Iterator[bytes]:
+    """Cut a header block at field-representation boundaries into pieces of about ``step`` bytes.
+
+    ``hpack.Decoder`` copies the rest of its input for every literal field, which is quadratic
+    on a big block of small fields; decoding piece by piece keeps it linear (the dynamic table
+    carries over from one ``decode`` call to the next).  A malformed tail goes out as it is, for
+    the decoder to report.
+    """
+    start = pos = 0
+    while pos < len(block):
+        end = _representation_end(block, pos)
+        if end is None:
+            break
+        pos = end
+        if pos - start >= step:
+            yield block[start:pos]
+            start = pos
+    if start < len(block):
+        yield block[start:]
+
+
+def _representation_end(block: bytes, pos: int) -> int | None:
+    """Where the HPACK field representation starting at ``pos`` ends (RFC 7541 section 6)."""
+    first = block[pos]
+    if first & 0x80:  # indexed field
+        prefix, literal = 7, False
+    elif first & 0x40:  # literal with incremental indexing
+        prefix, literal = 6, True
+    elif first & 0x20:  # dynamic table size update
+        prefix, literal = 5, False
+    else:  # literal without indexing / never indexed
+        prefix, literal = 4, True
+    read = _integer(block, pos, prefix)
+    if read is None or not literal:
+        return None if read is None else read[1]
+    name_index, pos = read
+    for _ in range(1 if name_index else 2):  # [name string,] value string
+        read = _integer(block, pos, 7)
+        if read is None or read[1] + read[0] > len(block):
+            return None
+        pos = read[1] + read[0]
+    return pos
+
+
+def _integer(block: bytes, pos: int, prefix: int) -> tuple[int, int] | None:
+    """(value, end) of the HPACK integer at ``pos`` with a ``prefix``-bit first byte, or None."""
+    if pos >= len(block):
+        return None
+    mask = (1 << prefix) - 1
+    value = block[pos] & mask
+    if value != mask:
+        return value, pos + 1
+    shift = 0
+    for i in range(pos + 1, min(len(block), pos + 11)):
+        value += (block[i] & 0x7F) << shift
+        shift += 7
+        if not block[i] & 0x80:
+            return value, i + 1
+    return None
+
+
 def split_headers(pairs: list[tuple[bytes, bytes]]) -> tuple[dict[str, str], list[tuple[str, str]]]:
     """HPACK output -> (pseudo-headers, regular headers); cookie crumbs are joined again."""
     pseudo: dict[str, str] = {}
@@ -592,11 +654,20 @@ class H2Connection:
         if block.too_large:
             self._stats.anomaly("h2.header_block_too_large")
             return None
+        pairs: list[tuple[bytes, bytes]] = []
+        size = 0
         try:
-            return list(direction.decoder.decode(b"".join(block.parts), raw=True))
+            for segment in hpack_segments(b"".join(block.parts)):
+                for name, value in direction.decoder.decode(segment, raw=True):
+                    size += len(name) + len(value) + 32
+                    if size <= MAX_HEADER_LIST:  # beyond: decoded for the table's sake, not kept
+                        pairs.append((name, value))
         except hpack.HPACKError:  # the dynamic table may now be off; go on best effort
             self._stats.anomaly("h2.hpack_error")
             return None
+        if size > MAX_HEADER_LIST:
+            self._stats.anomaly("h2.header_list_too_large")
+        return pairs
 
     def _on_rst_stream(self, from_client: bool, direction: _Direction, frame: _Frame, ts: float) -> None:
         stream = self._streams.get(frame.stream_id)
