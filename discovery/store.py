@@ -108,6 +108,34 @@ class Store:
         self.db.close()
 
 
+class TransactionLog:
+    """Sink that writes every transaction to the ``transactions`` table, in batches."""
+
+    def __init__(self, store: Store, run_id: int, batch: int = 2000):
+        self.store = store
+        self.run_id = run_id
+        self.pending: list = []
+        self.batch = batch
+        self.count = 0
+
+    def observe(self, tx) -> None:
+        self.pending.append(tx)
+        if len(self.pending) >= self.batch:
+            self.flush()
+
+    def observe_event(self, ev) -> None:
+        pass
+
+    def flush(self) -> None:
+        self.store.add_transactions(self.run_id, self.pending)
+        self.count += len(self.pending)
+        self.pending = []
+
+    def finish(self) -> dict[str, Any]:
+        self.flush()
+        return {}
+
+
 def _tx_row(run_id: int, tx) -> dict[str, Any]:
     j = tx.to_json()
     return {

@@ -796,7 +796,9 @@ class HTTP1Connection:
                 kw["ts"] = resp.ts
         else:
             kw["ts_end"] = req.ts_end if req is not None else None
-        version = (req.version if req is not None else None) or (resp.version if resp else None) or "1.1"
+        # the exchange speaks the lower of the two versions (an HTTP/1.0 peer makes it HTTP/1.0)
+        versions = [m.version for m in (req, resp) if m is not None and m.version]
+        version = min(versions) if versions else "1.1"
         tx = Transaction(
             client_ip=self.client[0], client_port=self.client[1],
             server_ip=self.server[0], server_port=self.server[1],

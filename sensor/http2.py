@@ -48,7 +48,7 @@ PROTOCOL = "HTTP/2"
 DEFAULT_MAX_FRAME = 16_384  # SETTINGS_MAX_FRAME_SIZE before any SETTINGS (RFC 9113 6.5.2)
 ABSOLUTE_MAX_FRAME = (1 << 24) - 1  # the largest length a frame header can declare
 MAX_BUFFERED_PAYLOAD = 1 << 20  # non-DATA frames longer than this are skipped, not buffered
-MAX_HEADER_BLOCK = 1 << 20  # HEADERS/PUSH_PROMISE + CONTINUATION bytes kept for one block
+MAX_HEADER_BLOCK = 256 << 10  # HEADERS/PUSH_PROMISE + CONTINUATION bytes kept for one block
 MAX_HEADER_LIST = 1 << 20  # decoded header bytes kept from one block (HPACK bomb guard)
 HPACK_SEGMENT = 4096  # header blocks are decoded in pieces of about this size (see hpack_segments)
 MAX_STRIKES = 3  # malformed frame headers in a row before a direction counts as desynchronised
@@ -96,6 +96,7 @@ class _Frame(NamedTuple):
     stream_id: int
     payload: bytes
     ok: bool  # the frame header passed the sanity checks
+    skipped: bool  # a payload too long to buffer was discarded
 
 
 class _Bad(NamedTuple):
@@ -169,7 +170,7 @@ class _FrameReader:
                 ftype, flags, sid = self._head
                 payload = b"" if ftype == DATA or self._skip else self._take_payload()
                 self._head = None
-                yield _Frame(ftype, flags, sid, payload, self._ok)
+                yield _Frame(ftype, flags, sid, payload, self._ok, self._skip)
         finally:
             self._compact()
 
@@ -256,10 +257,13 @@ class _HeaderBlock:
     def add(self, fragment: bytes) -> None:
         self.size += len(fragment)
         if self.size > MAX_HEADER_BLOCK:
-            self.too_large = True
-            self.parts = []
+            self.lose()
         elif not self.too_large:
             self.parts.append(fragment)
+
+    def lose(self) -> None:
+        self.too_large = True
+        self.parts = []
 
 
 class _Direction:
@@ -343,6 +347,9 @@ def hpack_segments(block: bytes, step: int = HPACK_SEGMENT) -> Iterator[bytes]:
     carries over from one ``decode`` call to the next).  A malformed tail goes out as it is, for
     the decoder to report.
     """
+    if len(block) <= 2 * step:
+        yield block  # small (the usual case): one call, no walk
+        return
     start = pos = 0
     while pos < len(block):
         end = _representation_end(block, pos)
@@ -501,13 +508,12 @@ class H2Connection:
     def _start_upgraded(self, tx: Transaction) -> None:
         """Stream 1 is the HTTP/1.1 request that asked for ``Upgrade: h2c``."""
         stream = _Stream(1, tx.ts)
-        headers = list(tx.request_headers)
-        pseudo = {":method": tx.method or "", ":path": tx.uri or ""}
-        msg = self._set_message(stream, True, pseudo, headers)
+        pseudo = {k: v for k, v in ((":method", tx.method), (":path", tx.uri)) if v is not None}
+        msg = self._set_message(stream, True, pseudo, list(tx.request_headers))
         msg.fixed_body = (tx.request_body, tx.request_body_len, tx.request_body_len_wire)
         msg.ended = True
         self._request_version = tx.request_version or "HTTP/1.1"
-        stream.interim = list(tx.interim_statuses) + ([101] if tx.status_code == 101 else [])
+        stream.interim = list(tx.interim_statuses)
         stream.flags = set(tx.flags) - {FLAG_UPGRADE, FLAG_NO_RESPONSE, FLAG_INCOMPLETE}
         self._streams[1] = stream
         for d in (self._client, self._server):  # the connection start is known
@@ -606,13 +612,15 @@ class H2Connection:
         msg.body().feed(chunk.data)
 
     def _on_headers(self, from_client: bool, direction: _Direction, frame: _Frame, ts: float) -> None:
-        payload = _strip_padding(frame, self._stats)
-        if frame.flags & PRIORITY_FLAG:
+        payload = None if frame.skipped else _strip_padding(frame, self._stats)
+        if payload and frame.flags & PRIORITY_FLAG:
             payload = payload[5:]
         block = _HeaderBlock(HEADERS, frame.stream_id, 0, bool(frame.flags & END_STREAM))
         self._add_fragment(from_client, direction, block, frame.flags, payload, ts)
 
     def _on_push_promise(self, from_client: bool, direction: _Direction, frame: _Frame, ts: float) -> None:
+        if frame.skipped:
+            return  # the promised stream id went with the payload; counted as too large
         payload = _strip_padding(frame, self._stats)
         if from_client or len(payload) < 4:
             self._stats.anomaly("h2.bad_push_promise")
@@ -627,7 +635,8 @@ class H2Connection:
             self._stats.anomaly("h2.unexpected_continuation")
             direction.block = None
             return
-        self._add_fragment(from_client, direction, block, frame.flags, frame.payload, ts)
+        payload = None if frame.skipped else frame.payload
+        self._add_fragment(from_client, direction, block, frame.flags, payload, ts)
 
     def _add_fragment(
         self,
@@ -635,10 +644,17 @@ class H2Connection:
         direction: _Direction,
         block: _HeaderBlock,
         flags: int,
-        fragment: bytes,
+        fragment: bytes | None,
         ts: float,
     ) -> None:
-        block.add(fragment)
+        """Add a piece to a header block; decode and use the block once it is complete.
+
+        ``fragment`` None stands for a piece too large to keep: the block cannot be decoded.
+        """
+        if fragment is None:
+            block.lose()
+        else:
+            block.add(fragment)
         if not flags & END_HEADERS:
             direction.block = block
             return
@@ -704,8 +720,6 @@ class H2Connection:
             if stream_id in self._closed_ids:
                 return  # e.g. a response already in flight when the client reset the stream
             stream = self._open(stream_id, ts)
-            if stream is None:
-                return
         stream.ts_end = ts
         pseudo, regular = split_headers(pairs) if pairs is not None else ({}, [])
         if pairs is None:
@@ -752,14 +766,12 @@ class H2Connection:
             self._stats.anomaly("h2.bad_push_promise")
             return
         stream = self._open(promised_id, ts)
-        if stream is None:
-            return
         pseudo, regular = split_headers(pairs) if pairs is not None else ({}, [])
         if pairs is None:
             stream.flags.add(FLAG_MALFORMED)
         self._set_message(stream, True, pseudo, regular).ended = True
 
-    def _open(self, stream_id: int, ts: float) -> _Stream | None:
+    def _open(self, stream_id: int, ts: float) -> _Stream:
         while len(self._streams) >= max(1, self._limits.h2_max_streams):
             self._stats.anomaly("h2.stream_evicted")
             self._finish(next(iter(self._streams.values())))

@@ -16,7 +16,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 
+from . import dns, tls
 from .decode import Decoder
+from .events import DNSAnswer, FlowSummary, TLSClientHello
 from .http1 import _RESYNC_REQ, _RESYNC_RESP, _VERSION_AT_END, SIMPLE_METHODS, HTTP1Connection
 from .limits import Limits
 from .sources import Record
@@ -109,7 +111,7 @@ def detect(heads: tuple[bytes, bytes], client_dir: int | None, total: int, limit
 class FlowHandler:
     """Buffers a new flow's first events until its protocol is known, then hands them over."""
 
-    __slots__ = ("pipeline", "flow", "events", "heads", "total", "conn", "proto")
+    __slots__ = ("pipeline", "flow", "events", "heads", "total", "conn", "proto", "client_dir")
 
     def __init__(self, pipeline: Pipeline, flow: Flow):
         self.pipeline = pipeline
@@ -119,6 +121,7 @@ class FlowHandler:
         self.total = 0
         self.conn = None
         self.proto: str | None = None
+        self.client_dir: int | None = None
 
     def data(self, d: int, payload: bytes, ts: float) -> None:
         conn = self.conn
@@ -150,6 +153,13 @@ class FlowHandler:
             self._detect(final=True)
         if self.conn is not None:
             self.conn.end(ts, reason)
+        p = self.pipeline
+        if p.on_event is not None:
+            flow = self.flow
+            cd = self.client_dir if self.client_dir is not None else (flow.client_dir or 0)
+            client, server = self._endpoints(cd)
+            p.on_event(FlowSummary(flow.first_ts, ts, client[0], client[1], server[0], server[1],
+                                   self.proto or "unknown", flow.packets, flow.bytes, reason))
 
     def _detect(self, final: bool = False) -> None:
         flow = self.flow
@@ -160,6 +170,7 @@ class FlowHandler:
             return
         proto, client_dir = r
         self.proto = proto
+        self.client_dir = client_dir
         stats = self.pipeline.stats
         events, self.events = self.events, []
         if proto == HTTP1:
@@ -171,6 +182,7 @@ class FlowHandler:
         else:
             if proto == TLS:
                 stats.tls_flows += 1
+                self._tls_hello(client_dir, events[0][3] if events else flow.first_ts)
             else:
                 stats.other_flows += 1
             flow.ignored = True
@@ -179,6 +191,15 @@ class FlowHandler:
             if self.conn is None:
                 break
             getattr(self, kind)(d, arg, ts) if kind != "fin" else self.fin(d, ts)
+
+    def _tls_hello(self, client_dir: int, ts: float) -> None:
+        p = self.pipeline
+        if p.on_event is None:
+            return
+        hello = tls.client_hello(self.heads[client_dir])
+        client, server = self._endpoints(client_dir)
+        sni, alpn = hello if hello is not None else (None, ())
+        p.on_event(TLSClientHello(ts, client[0], client[1], server[0], server[1], sni, alpn))
 
     def _endpoints(self, client_dir: int):
         flow = self.flow
@@ -243,10 +264,13 @@ class Pipeline:
         on_transaction: Callable[[Transaction], None],
         limits: Limits | None = None,
         stats: Stats | None = None,
+        on_event: Callable[[object], None] | None = None,
     ):
+        """``on_event`` (optional) receives TLSClientHello, DNSAnswer and FlowSummary events."""
         self.limits = limits or Limits()
         self.stats = stats or Stats()
         self.on_transaction = on_transaction
+        self.on_event = on_event
         self.decoder = Decoder(self.stats, self.limits)
         self.table = FlowTable(self.limits, self.stats, lambda flow: FlowHandler(self, flow))
         self.last_ts = 0.0
@@ -261,8 +285,17 @@ class Pipeline:
         stats.packets += 1
         stats.bytes += len(data)
         seg = self.decoder.decode(ts, linktype, data)
-        if seg is not None and seg[0] == 6:
-            self.table.segment(ts, seg)
+        if seg is not None:
+            if seg[0] == 6:
+                self.table.segment(ts, seg)
+            else:
+                self._udp(ts, seg)
+
+    def _udp(self, ts: float, seg: tuple) -> None:
+        if self.on_event is not None and seg[3] in (53, 5353) and seg[8]:
+            r = dns.parse_response(seg[8])
+            if r is not None:
+                self.on_event(DNSAnswer(ts, seg[2], seg[1], r[0], r[1], r[2]))
 
     def run(self, records: Iterable[Record]) -> None:
         decode = self.decoder.decode
@@ -274,8 +307,11 @@ class Pipeline:
                 n += 1
                 nbytes += len(data)
                 seg = decode(ts, linktype, data)
-                if seg is not None and seg[0] == 6:
-                    segment(ts, seg)
+                if seg is not None:
+                    if seg[0] == 6:
+                        segment(ts, seg)
+                    else:
+                        self._udp(ts, seg)
         finally:
             stats.packets += n
             stats.bytes += nbytes

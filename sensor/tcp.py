@@ -71,7 +71,7 @@ class Half:
 class Flow:
     __slots__ = (
         "a", "b", "halves", "first_ts", "last_ts", "client_dir", "handler", "ignored",
-        "closed", "packets", "rst",
+        "closed", "packets", "rst", "bytes",
     )
 
     def __init__(self, a: tuple[bytes, int], b: tuple[bytes, int], ts: float):
@@ -86,6 +86,7 @@ class Flow:
         self.closed = False
         self.rst = False  # a RST was seen; the flow ends unless packets keep coming
         self.packets = 0
+        self.bytes = 0  # TCP payload bytes seen, both directions (retransmissions included)
 
 
 class FlowTable:
@@ -119,6 +120,7 @@ class FlowTable:
             d = 0
         flow.last_ts = ts
         flow.packets += 1
+        flow.bytes += len(payload)
         if flow.closed or flow.ignored:
             return
         if flow.rst and flags & (SYN | ACK) == SYN and flow.halves[d].isn not in (None, seq):

@@ -1,6 +1,8 @@
 """The ``apisensor`` command: a thin click layer over the library (imports are lazy so that
-``apisensor --help`` starts fast).  This is the one module that ties sensor, discovery and
-graph together."""
+``apisensor --help`` starts fast).  This package is the one place that ties sensor, discovery
+and graph together: ``__init__`` holds the group and the sensor commands; the other modules
+(``inventory``, ``findings``, ``graphs``) hold the commands of each feature and are listed in
+``_LAZY`` so they are imported only when used or listed."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ def _fail(msg: str) -> None:
 
 
 def _open(paths: tuple[str, ...]):
-    from .sources import CaptureError, open_files
+    from ..sources import CaptureError, open_files
 
     if not paths:
         _fail("no capture file given (try: apisensor transactions FILE.pcap)")
@@ -30,7 +32,7 @@ def _open(paths: tuple[str, ...]):
 
 
 def _check_linktypes(files) -> None:
-    from .decode import SUPPORTED_LINKTYPES
+    from ..decode import SUPPORTED_LINKTYPES
 
     # pcap declares its link type up front: refuse files we cannot decode at all
     for f in files:
@@ -41,7 +43,7 @@ def _check_linktypes(files) -> None:
 
 
 def _records(files, progress: bool) -> Iterator:
-    from .sources import merge
+    from ..sources import merge
 
     records = merge(files)
     if not progress:
@@ -72,7 +74,7 @@ def _warn_files(files, stats) -> None:
 def _limits(body_cap: int | None, max_flows: int | None):
     from dataclasses import replace
 
-    from .limits import Limits
+    from ..limits import Limits
 
     limits = Limits()
     if body_cap is not None:
@@ -80,6 +82,24 @@ def _limits(body_cap: int | None, max_flows: int | None):
     if max_flows is not None:
         limits = replace(limits, max_flows=max_flows)
     return limits
+
+
+FLUSH_EVERY = 5000  # transactions between two flushes of the sinks (one SQLite transaction each)
+
+# Sinks fed by replay/capture, in order (a later sink may read what an earlier one flushed).
+SINKS = [
+    "discovery.store:TransactionLog",
+]
+
+
+def _sinks(store, run_id: int) -> list:
+    import importlib
+
+    out = []
+    for spec in SINKS:
+        mod, _, cls = spec.partition(":")
+        out.append(getattr(importlib.import_module(mod), cls)(store, run_id))
+    return out
 
 
 _common = [
@@ -96,7 +116,24 @@ def common(f):
     return f
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# command name -> "module:function" (relative to this package), imported on first use
+_LAZY: dict[str, str] = {}
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *_LAZY])
+
+    def get_command(self, ctx: click.Context, name: str):
+        if name in _LAZY:
+            import importlib
+
+            mod, _, attr = _LAZY[name].partition(":")
+            return getattr(importlib.import_module(mod, __name__), attr)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="apisensor")
 def main() -> None:
     """apisensor: discover the HTTP APIs on your network from packet captures.
@@ -122,8 +159,8 @@ def transactions(files: tuple[str, ...], as_json: bool, body_cap, max_flows) -> 
     (de-chunked and decompressed, as Zeek counts); *_wire lengths are before content
     decoding (as Suricata counts).
     """
-    from .pipeline import Pipeline
-    from .stats import Stats
+    from ..pipeline import Pipeline
+    from ..stats import Stats
 
     opened = _open(files)
     _check_linktypes(opened)
@@ -166,8 +203,8 @@ def replay(files: tuple[str, ...], db_path: str, as_json: bool, progress, body_c
     """Replay FILES through the sensor and store what it saw in the SQLite file --db."""
     from discovery.store import Store
 
-    from .pipeline import Pipeline
-    from .stats import Stats
+    from ..pipeline import Pipeline
+    from ..stats import Stats
 
     opened = _open(files)
     _check_linktypes(opened)
@@ -176,32 +213,44 @@ def replay(files: tuple[str, ...], db_path: str, as_json: bool, progress, body_c
     except Exception as e:  # sqlite3.DatabaseError and friends: one line, no traceback
         _fail(f"{db_path}: cannot open as a SQLite database ({e})")
     run_id = store.begin_run([f.path for f in opened])
-    batch: list = []
+    sinks = _sinks(store, run_id)
+    since_flush = [0]
 
     def emit(tx) -> None:
-        batch.append(tx)
-        if len(batch) >= 1000:
-            store.add_transactions(run_id, batch)
-            batch.clear()
+        for s in sinks:
+            s.observe(tx)
+        since_flush[0] += 1
+        if since_flush[0] >= FLUSH_EVERY:
+            since_flush[0] = 0
+            for s in sinks:
+                s.flush()
+
+    def on_event(ev) -> None:
+        for s in sinks:
+            s.observe_event(ev)
 
     stats = Stats()
-    p = Pipeline(emit, _limits(body_cap, max_flows), stats)
+    p = Pipeline(emit, _limits(body_cap, max_flows), stats, on_event=on_event)
     show = sys.stderr.isatty() if progress is None else progress
     p.run(_records(opened, show))
     p.finish()
-    store.add_transactions(run_id, batch)
+    results: dict = {}
+    for s in sinks:
+        results.update(s.finish() or {})
     _warn_files(opened, stats)
     warnings = [w for f in opened for w in f.warnings]
     summary = stats.to_json()
     store.finish_run(run_id, summary, warnings=warnings)
     store.close()
-    summary = {"run_id": run_id, "db": db_path, **summary}
+    summary = {"run_id": run_id, "db": db_path, **summary, **results}
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
         click.echo(f"run {run_id}: {stats.packets} packets, {stats.bytes} bytes, {stats.flows} TCP flows "
                    f"({stats.http_flows} HTTP, {stats.tls_flows} TLS), {stats.transactions} transactions "
                    f"-> {db_path}")
+        for key, value in results.items():
+            click.echo(f"{key}: {value}")
         if stats.anomalies:
             top = ", ".join(f"{k} {v}" for k, v in stats.anomalies.most_common(6))
             click.echo(f"anomalies: {top}")
