@@ -9,6 +9,7 @@ built with ``hyperframe``, the frame layer ``h2`` itself uses.
 from __future__ import annotations
 
 import gzip
+import itertools
 import random
 
 import h2.config
@@ -21,7 +22,14 @@ from hyperframe.frame import DataFrame, HeadersFrame
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sensor.http2 import H2_PREFACE, MAX_BUFFERED_PAYLOAD, MAX_HEADER_BLOCK, H2Connection
+from sensor.http2 import (
+    H2_PREFACE,
+    HPACK_SEGMENT,
+    MAX_BUFFERED_PAYLOAD,
+    MAX_HEADER_BLOCK,
+    H2Connection,
+    hpack_segments,
+)
 from sensor.limits import Limits
 from sensor.stats import Stats
 from sensor.transaction import (
@@ -415,7 +423,7 @@ def test_h2c_upgrade_request_is_stream_one():
     first, second = txs
     assert (first.stream_id, first.method, first.uri, first.status_code) == (1, "GET", "/first", 200)
     assert first.response_body == b"upgraded!"
-    assert first.interim_statuses == (101,)
+    assert first.interim_statuses == ()  # the 101 is HTTP/1's own transaction, emitted there
     assert (first.ts, first.request_version, first.response_version) == (50.0, "HTTP/1.1", "HTTP/2")
     assert first.flags == frozenset()
     assert (second.stream_id, second.uri, second.status_code) == (3, "/second", 404)
@@ -454,6 +462,36 @@ def test_header_table_size_setting_reaches_the_other_directions_decoder():
     assert not stats.anomalies
 
 
+def test_max_frame_size_setting_allows_larger_frames():
+    w = Wire()
+    w.server.update_settings({h2.settings.SettingCodes.MAX_FRAME_SIZE: 65536})
+    w.pump()
+    w.client.send_headers(1, request("/bulk", "POST"))
+    w.client.send_data(1, b"q" * 50000, end_stream=True)
+    w.pump()
+    w.server.send_headers(1, [(":status", "200")], end_stream=True)
+    w.pump()
+    client_bytes = b"".join(d for c, d in w.chunks if c)
+    assert (50000).to_bytes(3, "big") + b"\x00\x01" in client_bytes  # one 50000-byte DATA frame
+    [t], stats, _ = parse(w.chunks)
+    assert t.request_body_len == 50000 and t.status_code == 200
+    assert not stats.anomalies
+
+
+def test_header_count_and_size_limits():
+    w = Wire()
+    extra = [(f"x-h{i}", "v" * 10) for i in range(20)]
+    w.client.send_headers(1, request("/many", extra=extra), end_stream=True)
+    w.pump()
+    w.server.send_headers(1, [(":status", "200"), ("x-huge", "h" * 5000), ("x-small", "s")], end_stream=True)
+    w.pump()
+    [t], stats, _ = parse(w.chunks, Limits(max_headers=5, max_header_bytes=1000))
+    assert t.request_headers == (("host", "api.example.com"), *extra[:5])
+    assert t.response_headers == ()  # x-huge alone exceeds 1000 bytes; what follows is dropped too
+    assert t.status_code == 200
+    assert stats.anomalies["h2.header_limit"] == 2
+
+
 def test_cookie_crumbs_are_joined():
     w = Wire()
     extra = [("cookie", "a=1"), ("accept", "*/*"), ("cookie", "b=2")]
@@ -466,18 +504,6 @@ def test_cookie_crumbs_are_joined():
 
 
 # --------------------------------------------------------------------------- splitting
-
-
-def split_everywhere(chunks: list[Chunk], cut: int) -> list[Chunk]:
-    """Split the chunk holding global byte offset ``cut`` in two (same ts for both halves)."""
-    out, pos = [], 0
-    for c, d in chunks:
-        if pos < cut < pos + len(d):
-            out += [(c, d[: cut - pos]), (c, d[cut - pos :])]
-        else:
-            out.append((c, d))
-        pos += len(d)
-    return out
 
 
 def feed_with_ts(pieces: list[tuple[bool, bytes, float]]) -> tuple[list[Transaction], Stats]:
@@ -658,15 +684,22 @@ def test_large_frames_are_streamed_or_skipped_not_buffered():
     for _ in range(size // len(piece)):
         conn.feed(True, piece, 3.0)
         assert conn.buffered < 100
-    big_headers = MAX_BUFFERED_PAYLOAD + 1
-    conn.feed(False, big_headers.to_bytes(3, "big") + b"\x01\x04\x00\x00\x00\x01", 4.0)
-    for _ in range(big_headers // len(piece) + 1):
-        conn.feed(False, piece, 5.0)
+    big_headers = MAX_BUFFERED_PAYLOAD + 1  # a HEADERS frame too long to buffer: skipped
+    conn.feed(False, big_headers.to_bytes(3, "big") + b"\x01\x05\x00\x00\x00\x01", 4.0)
+    out = []
+    for i in range(0, big_headers, len(piece)):
+        out += conn.feed(False, piece[: big_headers - i], 5.0)
         assert conn.buffered < 100
-    [t] = conn.close(6.0)
+    [t] = out  # END_STREAM on the (undecodable) response completes the stream
+    assert conn.close(6.0) == []
     assert t.request_body_len == size and len(t.request_body) == 1000
-    assert stats.anomalies["h2.frame_too_large"] == 1
-    assert stats.anomalies["h2.no_preface"] == 1
+    assert t.status_code is None and t.flags == frozenset({"truncated", FLAG_MALFORMED})
+    assert dict(stats.anomalies) == {
+        "h2.no_preface": 1,
+        "h2.no_server_preface": 1,
+        "h2.frame_too_large": 1,
+        "h2.header_block_too_large": 1,
+    }
 
 
 def test_header_block_size_is_bounded():
@@ -680,6 +713,25 @@ def test_header_block_size_is_bounded():
     conn.feed(True, (0).to_bytes(3, "big") + b"\x09\x04\x00\x00\x00\x01", 3.0)  # END_HEADERS
     assert conn.buffered == 0
     assert stats.anomalies["h2.header_block_too_large"] == 1
+
+
+def test_hpack_segments_cut_big_blocks_at_field_boundaries():
+    enc = hpack.Encoder()
+    enc.header_table_size = 8192  # the block starts with a dynamic table size update
+    fields = [(f"x-name-{i % 40}", "v" * (i % 70)) for i in range(3000)]
+    fields.append(hpack.NeverIndexedHeaderTuple("authorization", "Bearer secret"))
+    block = enc.encode(fields, huffman=True)
+    assert len(block) > 5 * HPACK_SEGMENT
+    segments = list(hpack_segments(block))
+    assert b"".join(segments) == block
+    assert len(segments) > 4 and all(len(seg) < HPACK_SEGMENT + 200 for seg in segments)
+    whole, pieces = hpack.Decoder(1 << 22), hpack.Decoder(1 << 22)
+    whole.max_allowed_table_size = pieces.max_allowed_table_size = 8192
+    expected = whole.decode(block, raw=True)
+    assert [h for seg in segments for h in pieces.decode(seg, raw=True)] == expected
+    assert list(hpack_segments(block[:100])) == [block[:100]]  # small blocks are not walked
+    truncated = block[: 3 * HPACK_SEGMENT + 1]
+    assert b"".join(hpack_segments(truncated)) == truncated
 
 
 def test_feed_after_close_is_ignored():
@@ -744,13 +796,16 @@ def test_random_splits_give_identical_result(cuts):
 def test_random_garbage_never_raises_and_buffer_stays_bounded(ops):
     stats = Stats()
     conn = H2Connection(*CLIENT, *SERVER, Limits(h2_max_streams=8), stats)
-    real = iter(EXCHANGE * 3)
+    real = itertools.cycle(EXCHANGE)  # real chunks, each in its own direction, among the garbage
     fed = 0
     for i, (from_client, kind, blob) in enumerate(ops):
         if kind == "gap":
             conn.gap(from_client, len(blob) + 1, float(i))
             continue
-        data = blob if kind == "garbage" else next(real)[1]
+        if kind == "real":
+            from_client, data = next(real)
+        else:
+            data = blob
         fed += len(data)
         out = conn.feed(from_client, data, float(i))
         assert all(isinstance(t, Transaction) for t in out)
