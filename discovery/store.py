@@ -101,8 +101,10 @@ class Store:
         if not txs:
             return
         rows = [_tx_row(run_id, tx) for tx in txs]
+        cols = list(rows[0])
+        sql = f"INSERT INTO transactions ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
         with self.db.conn:
-            self.db["transactions"].insert_all(rows, batch_size=500)
+            self.db.conn.executemany(sql, [tuple(r.values()) for r in rows])
 
     def close(self) -> None:
         self.db.close()

@@ -46,6 +46,8 @@ _METHOD = re.compile(rb"[A-Za-z][A-Za-z0-9_-]{0,31}\Z")
 _VERSION_AT_END = re.compile(rb"[ \t]+HTTP/(\d)\.(\d)[ \t]*\Z")
 _STATUS_LINE = re.compile(rb"HTTP/(\d)\.(\d)[ \t]+(\d{3})(?:[ \t]+(.*)|[ \t]*)\Z", re.S)
 _HEAD_END = re.compile(rb"\n\r?\n")
+_HEADER_BLOCK = re.compile(rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\r\n]*\r?\n)*")
+_HEADER_PAIR = re.compile(rb"([^:\r\n]+):[ \t]*([^\r\n]*?)[ \t]*\r?\n")
 # Resynchronisation targets: a line that starts a message.
 _RESYNC_REQ = re.compile(rb"(?:^|\n)([A-Za-z][A-Za-z0-9_-]{0,31} [^\r\n]* HTTP/\d\.\d\r?\n)")
 _RESYNC_RESP = re.compile(rb"(?:^|\n)(HTTP/\d\.\d[ \t]+\d{3})")
@@ -72,7 +74,7 @@ class Message:
 
     __slots__ = (
         "is_request", "ts", "ts_end", "method", "uri", "version", "status", "reason", "headers",
-        "body", "flags", "complete", "interim", "req_method",
+        "body", "flags", "complete", "interim", "req_method", "hmap", "dups",
     )
 
     def __init__(self, is_request: bool, ts: float):
@@ -90,14 +92,17 @@ class Message:
         self.complete = False
         self.interim: list[int] = []
         self.req_method: str | None = None  # responses: the method of the request answered
+        self.hmap: dict[str, str] = {}  # lower-case name -> first value
+        self.dups = False  # some header name appears more than once
 
     def header(self, name: str) -> str | None:
-        for k, v in self.headers:
-            if k.lower() == name:
-                return v
-        return None
+        """First value of a header; ``name`` in lower case."""
+        return self.hmap.get(name)
 
     def header_all(self, name: str) -> list[str]:
+        if not self.dups:
+            v = self.hmap.get(name)
+            return [] if v is None else [v]
         return [v for k, v in self.headers if k.lower() == name]
 
 
@@ -125,22 +130,35 @@ class HTTP1Parser:
     def feed(self, data: bytes, ts: float) -> None:
         self.ts = ts
         st = self.state
-        if st in (DEAD, TUNNEL):
+        if st >= TUNNEL:
             return
-        if st == BODY_EOF or (st == BODY_CL and not self.pos and len(data) <= self.remaining):
-            # fast path: body bytes need no buffering
-            self._body_bytes(data)
+        buf = self.buf
+        if self.pos == len(buf):
+            # nothing pending: body bytes go straight to the body, without buffering
+            if buf:
+                buf.clear()
+                self.pos = self.scan = 0
+            if st == BODY_EOF:
+                self.msg.body.feed(data)
+                return
             if st == BODY_CL:
-                self.remaining -= len(data)
-                if not self.remaining:
-                    self._finish()
-                    self.state = START
-            return
-        if self.pos and self.pos > (len(self.buf) >> 1):
-            del self.buf[: self.pos]
+                n = self.remaining
+                if len(data) < n:
+                    self.msg.body.feed(data)
+                    self.remaining = n - len(data)
+                    return
+                self.msg.body.feed(data[:n] if len(data) > n else data)
+                self.remaining = 0
+                self._finish()
+                self.state = START
+                if len(data) == n:
+                    return
+                data = data[n:]
+        elif self.pos > (len(buf) >> 1):
+            del buf[: self.pos]
             self.scan -= self.pos
             self.pos = 0
-        self.buf += data
+        buf += data
         self._run()
 
     def gap(self, n: int, ts: float) -> None:
@@ -391,12 +409,27 @@ class HTTP1Parser:
             self.scan = max(self.pos, len(buf) - 2)
             return False
         end = m.end()
-        self._headers(bytes(buf[self.pos : m.start() + 1]), self.msg.headers)
+        self._headers(bytes(buf[self.pos : m.start() + 1]), self.msg)
         self.pos = end
         self._head_done()
         return True
 
-    def _headers(self, block: bytes, out: list[tuple[str, str]]) -> None:
+    def _headers(self, block: bytes, msg: Message) -> None:
+        """Parse header lines into ``msg.headers`` (and its lower-case index ``msg.hmap``)."""
+        out = msg.headers
+        hmap = msg.hmap
+        if _HEADER_BLOCK.fullmatch(block) and block.count(b"\n") + len(out) <= self.limits.max_headers:
+            # fast path: well-formed lines (one C-speed pass)
+            for name, value in _HEADER_PAIR.findall(block):
+                k = name.decode("latin-1")
+                v = _text(value)
+                out.append((k, v))
+                kl = k.lower()
+                if kl in hmap:
+                    msg.dups = True
+                else:
+                    hmap[kl] = v
+            return
         limit = self.limits.max_headers
         for raw in block.split(b"\n"):
             line = raw.rstrip(b"\r")
@@ -405,6 +438,8 @@ class HTTP1Parser:
             if line[0] in (32, 9) and out:  # obsolete line folding
                 k, v = out[-1]
                 out[-1] = (k, v + " " + _text(line.strip()))
+                if hmap.get(k.lower()) == v:
+                    hmap[k.lower()] = out[-1][1]
                 continue
             name, colon, value = line.partition(b":")
             if not colon:
@@ -413,7 +448,13 @@ class HTTP1Parser:
             if len(out) >= limit:
                 self.stats.anomaly("http.too_many_headers")
                 continue
-            out.append((name.strip().decode("latin-1"), _text(value.strip())))
+            k, v = name.strip().decode("latin-1"), _text(value.strip())
+            out.append((k, v))
+            kl = k.lower()
+            if kl in hmap:
+                msg.dups = True
+            else:
+                hmap[kl] = v
 
     def _head_lost(self) -> None:
         """A head we started could not be completed: keep the start line, drop the rest."""
@@ -440,9 +481,14 @@ class HTTP1Parser:
 
     def _framing(self, msg: Message) -> None:
         limits = self.limits
-        msg.body = body = Body(msg.header("content-encoding"), limits.body_cap, limits.decompressed_cap)
-        ctype = (msg.header("content-type") or "").lstrip().lower()
-        body.line_mode = ctype.startswith(("multipart/", "message/"))
+        hmap = msg.hmap
+        if self.is_request and "transfer-encoding" not in hmap and "content-length" not in hmap:
+            self._finish()  # the common GET: no body
+            self.state = START
+            return
+        msg.body = body = Body(hmap.get("content-encoding"), limits.body_cap, limits.decompressed_cap)
+        ctype = hmap.get("content-type")
+        body.line_mode = ctype is not None and ctype.lstrip().lower().startswith(("multipart/", "message/"))
         te = msg.header_all("transfer-encoding")
         cls = msg.header_all("content-length")
         if not self.is_request and not self.conn.response_has_body(msg):
@@ -572,7 +618,7 @@ class HTTP1Parser:
                 return True
             self.scan = max(pos, len(buf) - 2)
             return False
-        self._headers(bytes(buf[pos : m.start() + 1]), self.msg.headers)
+        self._headers(bytes(buf[pos : m.start() + 1]), self.msg)
         self.pos = m.end()
         self._finish()
         self.state = START
