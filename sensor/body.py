@@ -102,10 +102,11 @@ class Body:
         self.line_mode = False
         self._last = 0
         layers = []
-        for name in reversed(parse_encodings(content_encoding)[:2]):  # at most 2 layers
-            dec = _decoder(name)
-            if dec is not None:
-                layers.append(dec)
+        if content_encoding:
+            for name in reversed(parse_encodings(content_encoding)[:2]):  # at most 2 layers
+                dec = _decoder(name)
+                if dec is not None:
+                    layers.append(dec)
         self._layers = layers
 
     def feed(self, data: bytes) -> None:

@@ -45,6 +45,8 @@ SIMPLE_METHODS = frozenset(
 _METHOD = re.compile(rb"[A-Za-z][A-Za-z0-9_-]{0,31}\Z")
 _VERSION_AT_END = re.compile(rb"[ \t]+HTTP/(\d)\.(\d)[ \t]*\Z")
 _STATUS_LINE = re.compile(rb"HTTP/(\d)\.(\d)[ \t]+(\d{3})(?:[ \t]+(.*)|[ \t]*)\Z", re.S)
+_FAST_REQUEST = re.compile(rb"([A-Z][A-Z0-9_-]{0,31}) ([!-~]+) HTTP/(1\.[01])\r?\n")
+_FAST_STATUS = re.compile(rb"HTTP/(1\.[01]) ([1-5][0-9][0-9]) ?([^\r\n]*?)[ \t]*\r?\n")
 _HEAD_END = re.compile(rb"\n\r?\n")
 _HEADER_BLOCK = re.compile(rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\r\n]*\r?\n)*")
 _HEADER_PAIR = re.compile(rb"([^:\r\n]+):[ \t]*([^\r\n]*?)[ \t]*\r?\n")
@@ -264,6 +266,23 @@ class HTTP1Parser:
         self.pos = pos
         if pos >= len(buf):
             return False
+        if not self.tunnel_check:
+            # fast path: a well-formed HTTP/1.x start line, in one C-speed match
+            m = (_FAST_REQUEST if self.is_request else _FAST_STATUS).match(buf, pos)
+            if m is not None:
+                msg = self._new_message()
+                if self.is_request:
+                    msg.method = m.group(1).decode("ascii")
+                    msg.uri = m.group(2).decode("ascii")
+                    msg.version = m.group(3).decode("ascii")
+                else:
+                    msg.version = m.group(1).decode("ascii")
+                    msg.status = int(m.group(2))
+                    msg.reason = _text(m.group(3))
+                self.pos = m.end()
+                self.scan = self.pos - 1
+                self.state = HEAD
+                return True
         if self.tunnel_check:
             if self.is_request:
                 if _TOKEN_PREFIX.fullmatch(buf, pos) and len(buf) - pos < 32:
@@ -406,7 +425,7 @@ class HTTP1Parser:
                 self.pos = self.scan = 0
                 self.state = RESYNC
                 return False
-            self.scan = max(self.pos, len(buf) - 2)
+            self.scan = max(self.pos - 1, len(buf) - 2)
             return False
         end = m.end()
         self._headers(bytes(buf[self.pos : m.start() + 1]), self.msg)
@@ -616,7 +635,7 @@ class HTTP1Parser:
                 self._finish(incomplete=True)
                 self.state = RESYNC
                 return True
-            self.scan = max(pos, len(buf) - 2)
+            self.scan = max(pos - 1, len(buf) - 2)
             return False
         self._headers(bytes(buf[pos : m.start() + 1]), self.msg)
         self.pos = m.end()
