@@ -49,6 +49,7 @@ _FAST_REQUEST = re.compile(rb"([A-Z][A-Z0-9_-]{0,31}) ([!-~]+) HTTP/(1\.[01])\r?
 _FAST_STATUS = re.compile(rb"HTTP/(1\.[01]) ([1-5][0-9][0-9]) ?([^\r\n]*?)[ \t]*\r?\n")
 _HEAD_END = re.compile(rb"\n\r?\n")
 _HEADER_BLOCK = re.compile(rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\r\n]*\r?\n)*")
+_HEADER_PAIR_STR = re.compile(r"([^:\r\n]+):[ \t]*([^\r\n]*?)[ \t]*\r?\n")
 _HEADER_PAIR = re.compile(rb"([^:\r\n]+):[ \t]*([^\r\n]*?)[ \t]*\r?\n")
 # Resynchronisation targets: a line that starts a message.
 _RESYNC_REQ = re.compile(rb"(?:^|\n)([A-Za-z][A-Za-z0-9_-]{0,31} [^\r\n]* HTTP/\d\.\d\r?\n)")
@@ -439,10 +440,12 @@ class HTTP1Parser:
         hmap = msg.hmap
         if _HEADER_BLOCK.fullmatch(block) and block.count(b"\n") + len(out) <= self.limits.max_headers:
             # fast path: well-formed lines (one C-speed pass)
-            for name, value in _HEADER_PAIR.findall(block):
-                k = name.decode("latin-1")
-                v = _text(value)
-                out.append((k, v))
+            if block.isascii():
+                pairs = _HEADER_PAIR_STR.findall(block.decode("ascii"))
+            else:
+                pairs = [(k.decode("latin-1"), _text(v)) for k, v in _HEADER_PAIR.findall(block)]
+            out += pairs
+            for k, v in pairs:
                 kl = k.lower()
                 if kl in hmap:
                     msg.dups = True
@@ -505,15 +508,28 @@ class HTTP1Parser:
             self._finish()  # the common GET: no body
             self.state = START
             return
-        msg.body = body = Body(hmap.get("content-encoding"), limits.body_cap, limits.decompressed_cap)
-        ctype = hmap.get("content-type")
-        body.line_mode = ctype is not None and ctype.lstrip().lower().startswith(("multipart/", "message/"))
-        te = msg.header_all("transfer-encoding")
-        cls = msg.header_all("content-length")
         if not self.is_request and not self.conn.response_has_body(msg):
             self._finish()
             self.state = START
             return
+        msg.body = body = Body(hmap.get("content-encoding"), limits.body_cap, limits.decompressed_cap)
+        ctype = hmap.get("content-type")
+        if ctype is not None and ctype[:1] in "mM ":
+            body.line_mode = ctype.lstrip().lower().startswith(("multipart/", "message/"))
+        if not msg.dups and "transfer-encoding" not in hmap:
+            # fast path: one Content-Length (or none)
+            v = hmap.get("content-length")
+            if v is not None and v.isdigit() and int(v) <= _MAX_CL:
+                n = int(v)
+                if n == 0:
+                    self._finish()
+                    self.state = START
+                else:
+                    self.remaining = n
+                    self.state = BODY_CL
+                return
+        te = msg.header_all("transfer-encoding")
+        cls = msg.header_all("content-length")
         if te and "chunked" in te[-1].lower():
             if cls:
                 msg.flags.add(FLAG_SMUGGLING)
@@ -831,45 +847,66 @@ class HTTP1Connection:
 
     def _emit(self, ex: _Exchange) -> None:
         req, resp = ex.req, ex.resp
-        flags: set[str] = set()
-        if req is None:
-            flags.add(FLAG_NO_REQUEST)
-        if resp is None:
-            flags.add(FLAG_NO_RESPONSE)
-        kw: dict = {}
-        if req is not None:
-            flags |= req.flags
-            if req.body is not None:
-                flags |= req.body.flags
-                dlen, wlen = req.body.lengths()
-                kw.update(request_body=req.body.data(), request_body_len=dlen, request_body_len_wire=wlen)
-            kw.update(
-                ts=req.ts, method=req.method, uri=req.uri, request_version=req.version,
-                request_headers=tuple(req.headers), interim_statuses=tuple(req.interim),
-            )
-        if resp is not None:
-            flags |= resp.flags
-            if resp.body is not None:
-                flags |= resp.body.flags
-                dlen, wlen = resp.body.lengths()
-                kw.update(response_body=resp.body.data(), response_body_len=dlen, response_body_len_wire=wlen)
-            kw.update(
-                ts_response=resp.ts, ts_end=resp.ts_end, status_code=resp.status, reason=resp.reason,
-                response_version=resp.version, response_headers=tuple(resp.headers),
-            )
-            if req is None:
-                kw["ts"] = resp.ts
-        else:
-            kw["ts_end"] = req.ts_end if req is not None else None
+        flags = _NO_FLAGS
+        if req is None or resp is None or req.flags or resp.flags or (req.body and req.body.flags) or (
+            resp.body and resp.body.flags
+        ):
+            flags = self._flags(req, resp)
+        qbody, qlen, qwire = _body_fields(req.body if req is not None else None)
+        rbody, rlen, rwire = _body_fields(resp.body if resp is not None else None)
         # the exchange speaks the lower of the two versions (an HTTP/1.0 peer makes it HTTP/1.0)
-        versions = [m.version for m in (req, resp) if m is not None and m.version]
-        version = min(versions) if versions else "1.1"
+        v1 = req.version if req is not None else None
+        v2 = resp.version if resp is not None else None
+        version = min(v1, v2) if v1 and v2 else (v1 or v2 or "1.1")
         tx = Transaction(
-            client_ip=self.client[0], client_port=self.client[1],
-            server_ip=self.server[0], server_port=self.server[1],
-            protocol=f"HTTP/{version}", flags=frozenset(flags), **kw,
+            req.ts if req is not None else resp.ts,
+            self.client[0], self.client[1], self.server[0], self.server[1],
+            _PROTOCOLS.get(version) or f"HTTP/{version}",
+            req.method if req is not None else None,
+            req.uri if req is not None else None,
+            v1,
+            tuple(req.headers) if req is not None else (),
+            qbody, qlen, qwire,
+            resp.ts if resp is not None else None,
+            resp.ts_end if resp is not None else (req.ts_end if req is not None else None),
+            resp.status if resp is not None else None,
+            resp.reason if resp is not None else None,
+            v2,
+            tuple(resp.headers) if resp is not None else (),
+            rbody, rlen, rwire,
+            tuple(req.interim) if req is not None and req.interim else (),
+            None,
+            flags,
         )
         if self.switch_to == "h2c" and resp is not None and resp.status == 101:
             self.upgrade_request = tx
         self.stats.transactions += 1
         self.emit(tx)
+
+    @staticmethod
+    def _flags(req: Message | None, resp: Message | None) -> frozenset[str]:
+        flags: set[str] = set()
+        if req is None:
+            flags.add(FLAG_NO_REQUEST)
+        else:
+            flags |= req.flags
+            if req.body is not None:
+                flags |= req.body.flags
+        if resp is None:
+            flags.add(FLAG_NO_RESPONSE)
+        else:
+            flags |= resp.flags
+            if resp.body is not None:
+                flags |= resp.body.flags
+        return frozenset(flags)
+
+
+_NO_FLAGS: frozenset[str] = frozenset()
+_PROTOCOLS = {"1.1": "HTTP/1.1", "1.0": "HTTP/1.0", "0.9": "HTTP/0.9"}
+
+
+def _body_fields(body: Body | None) -> tuple[bytes, int, int]:
+    if body is None:
+        return b"", 0, 0
+    dlen, wlen = body.lengths()
+    return body.data(), dlen, wlen

@@ -40,7 +40,7 @@ def header(headers: Headers, name: str) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
-class Transaction:
+class Transaction:  # noqa: D101 -- field order is used positionally by http1._emit (speed)
     """One HTTP exchange seen on the wire (request, response, or both).
 
     Bodies are decoded (de-chunked, decompressed) and capped; the ``*_len`` fields count the
