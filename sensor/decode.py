@@ -34,6 +34,7 @@ _u32le = struct.Struct("<I").unpack_from
 _u32be = struct.Struct("!I").unpack_from
 _tcp_hdr = struct.Struct("!HHIIH").unpack_from
 _udp_hdr = struct.Struct("!HHH").unpack_from
+_eth_ip4 = struct.Struct("!12xHBxH2xHxB2x4s4s").unpack_from
 
 # LINKTYPE_* numbers (tcpdump.org/linktypes.html)
 LINKTYPE_NULL, LINKTYPE_ETHERNET, LINKTYPE_PPP, LINKTYPE_RAW = 0, 1, 9, 101
@@ -82,6 +83,15 @@ class Decoder:
         }
 
     def decode(self, ts: float, linktype: int, data: bytes) -> Segment | None:
+        if linktype == 1 and len(data) >= 54:
+            # fast path: Ethernet / IPv4 without options or fragmentation / TCP
+            etype, vihl, total, frag, proto, src, dst = _eth_ip4(data, 0)
+            if etype == 0x0800 and vihl == 0x45 and proto == 6 and not frag & 0x3FFF and total >= 40:
+                sport, dport, seq, ack, offflags = _tcp_hdr(data, 34)
+                doff = (offflags >> 12) << 2
+                end = 14 + total
+                if doff >= 20 and 34 + doff <= end <= len(data):
+                    return (6, src, dst, sport, dport, seq, ack, offflags & 0xFF, data[34 + doff : end])
         fn = self._link.get(linktype)
         if fn is None:
             self.stats.anomaly("decode.unsupported_linktype")

@@ -158,30 +158,51 @@ class CaptureFile:
         linktype = network & 0x0FFFFFFF  # upper bits may carry FCS information
         self.linktypes.add(linktype)
         c.pos = 24
-        hdr = struct.Struct(endian + "IIII")
+        hdr = struct.Struct(endian + "IIII").unpack_from
         max_len = max(_MAX_RECORD, snaplen) if snaplen else _MAX_RECORD
-        while True:
-            if not c.need(rec_len):
-                if len(c.buf) - c.pos:
-                    self._cut("record header")
-                return
-            sec, frac, incl, _orig = hdr.unpack_from(c.buf, c.pos)
-            if incl > max_len:
-                self.truncated = True
-                self.warnings.append(
-                    f"{self.path}: corrupt record at offset {c.offset()} (length {incl}); stopped"
-                )
-                return
-            start = c.pos + rec_len
-            if not c.need(rec_len + incl):
-                self._cut("packet record")
-                return
-            start = c.pos + rec_len
-            data = c.buf[start : start + incl]
-            c.pos = start + incl
-            self.records += 1
-            self.bytes += incl
-            yield sec + frac * scale, linktype, data
+        buf, pos = c.buf, c.pos
+        end = len(buf)
+        records = nbytes = 0
+        try:
+            while True:
+                if pos + rec_len > end:
+                    c.pos = pos
+                    self.records += records
+                    self.bytes += nbytes
+                    records = nbytes = 0
+                    if not c.need(rec_len):
+                        if len(c.buf) - c.pos:
+                            self._cut("record header")
+                        return
+                    buf, pos, end = c.buf, c.pos, len(c.buf)
+                sec, frac, incl, _orig = hdr(buf, pos)
+                start = pos + rec_len
+                stop = start + incl
+                if stop > end:
+                    self.records += records
+                    self.bytes += nbytes
+                    records = nbytes = 0
+                    if incl > max_len:
+                        self.truncated = True
+                        self.warnings.append(
+                            f"{self.path}: corrupt record at offset {c.offset()} (length {incl}); stopped"
+                        )
+                        return
+                    c.pos = pos
+                    if not c.need(rec_len + incl):
+                        self._cut("packet record")
+                        return
+                    buf, pos, end = c.buf, c.pos, len(c.buf)
+                    start = pos + rec_len
+                    stop = start + incl
+                pos = stop
+                records += 1
+                nbytes += incl
+                yield sec + frac * scale, linktype, buf[start:stop]
+        finally:
+            c.pos = pos
+            self.records += records
+            self.bytes += nbytes
 
     def _pcapng(self, c: _Chunks) -> Iterator[Record]:
         endian = "<"

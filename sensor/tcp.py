@@ -111,6 +111,31 @@ class FlowTable:
             self.now = ts
             if ts >= self._next_sweep:
                 self.sweep(ts)
+        if flow is not None and not flags & 0x07 and not (flow.closed or flow.ignored or flow.rst):
+            # fast path: an established flow, no SYN/FIN/RST, usually in-order data
+            flow.last_ts = ts
+            flow.packets += 1
+            if flags & ACK:
+                other = flow.halves[1 - d]
+                other.peer_ack = ack
+                if other.ooo and other.next is not None and _rel(ack, other.next) > 0:
+                    self._skip_gap(flow, 1 - d, other, ts)
+            if payload:
+                n = len(payload)
+                flow.bytes += n
+                half = flow.halves[d]
+                if seq == half.next and not half.ooo and half.fin_seq is None:
+                    half.next = (seq + n) & _M
+                    half.bytes += n
+                    flow.handler.data(d, payload, ts)
+                else:
+                    self._data(flow, d, half, seq, payload, ts)
+            return
+        self._segment(ts, flow, d, src, dst, sport, dport, seq, ack, flags, payload)
+
+    def _segment(self, ts: float, flow: Flow | None, d: int, src: bytes, dst: bytes, sport: int,
+                 dport: int, seq: int, ack: int, flags: int, payload: bytes) -> None:
+        """Everything but the fast path: new flows, handshake, FIN/RST, closed flows."""
         if flow is None or (flow.closed and flags & (SYN | ACK) == SYN):
             if flow is not None:
                 self._forget(flow)
@@ -150,10 +175,9 @@ class FlowTable:
                 flags &= ~(FIN | RST)
         if flags & ACK:
             other = flow.halves[1 - d]
-            if other.next is not None and (other.peer_ack is None or _rel(ack, other.peer_ack) > 0):
-                other.peer_ack = ack
-                if other.ooo and _rel(ack, other.next) > 0:
-                    self._skip_gap(flow, 1 - d, other, ts)
+            other.peer_ack = ack
+            if other.ooo and other.next is not None and _rel(ack, other.next) > 0:
+                self._skip_gap(flow, 1 - d, other, ts)
         if payload:
             self._data(flow, d, half, seq, payload, ts)
         if flags & FIN and half.fin_seq is None:
