@@ -265,8 +265,11 @@ class Pipeline:
         limits: Limits | None = None,
         stats: Stats | None = None,
         on_event: Callable[[object], None] | None = None,
+        shard: tuple[int, int] | None = None,
     ):
-        """``on_event`` (optional) receives TLSClientHello, DNSAnswer and FlowSummary events."""
+        """``on_event`` (optional) receives TLSClientHello, DNSAnswer and FlowSummary events.
+        ``shard=(i, n)``: keep only the flows of worker i of n (see ``parallel.owner``)."""
+        self.shard = shard
         self.limits = limits or Limits()
         self.stats = stats or Stats()
         self.on_transaction = on_transaction
@@ -298,6 +301,8 @@ class Pipeline:
                 self.on_event(DNSAnswer(ts, seg[2], seg[1], r[0], r[1], r[2]))
 
     def run(self, records: Iterable[Record]) -> None:
+        if self.shard is not None:
+            return self._run_shard(records)
         decode = self.decoder.decode
         segment = self.table.segment
         stats = self.stats
@@ -315,6 +320,25 @@ class Pipeline:
         finally:
             stats.packets += n
             stats.bytes += nbytes
+
+    def _run_shard(self, records: Iterable[Record]) -> None:
+        from .parallel import owner
+
+        idx, n = self.shard
+        decode = self.decoder.decode
+        segment = self.table.segment
+        stats = self.stats
+        for ts, linktype, data in records:
+            seg = decode(ts, linktype, data)
+            if (owner(seg, n) if seg is not None else 0) != idx:
+                continue
+            stats.packets += 1
+            stats.bytes += len(data)
+            if seg is not None:
+                if seg[0] == 6:
+                    segment(ts, seg)
+                else:
+                    self._udp(ts, seg)
 
     def finish(self) -> None:
         self.table.close_all()

@@ -125,6 +125,11 @@ class CaptureFile:
             raise CaptureError(f"{path}: not a pcap or pcapng file ({what})")
         return f
 
+    def close(self) -> None:
+        self._f.close()
+        if self._raw is not None:
+            self._raw.close()
+
     def position(self) -> int:
         """Bytes of the file (compressed, if it is) read so far: for progress bars."""
         try:

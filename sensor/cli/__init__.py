@@ -198,8 +198,11 @@ def transactions(files: tuple[str, ...], as_json: bool, body_cap, max_flows) -> 
               help="SQLite file to create or add to.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
+@click.option("--workers", type=click.IntRange(1, 64), default=None, metavar="N",
+              help="Processes to spread flows over (default: all cores for inputs over 32 MB, else 1).")
 @common
-def replay(files: tuple[str, ...], db_path: str, as_json: bool, progress, body_cap, max_flows) -> None:
+def replay(files: tuple[str, ...], db_path: str, as_json: bool, progress, workers, body_cap,
+           max_flows) -> None:
     """Replay FILES through the sensor and store what it saw in the SQLite file --db."""
     from discovery.store import Store
 
@@ -230,10 +233,22 @@ def replay(files: tuple[str, ...], db_path: str, as_json: bool, progress, body_c
             s.observe_event(ev)
 
     stats = Stats()
-    p = Pipeline(emit, _limits(body_cap, max_flows), stats, on_event=on_event)
+    limits = _limits(body_cap, max_flows)
     show = sys.stderr.isatty() if progress is None else progress
-    p.run(_records(opened, show))
-    p.finish()
+    if workers is None:
+        from ..parallel import default_workers
+
+        workers = default_workers(sum(f.size for f in opened))
+    if workers > 1:
+        from .. import parallel
+
+        for f in opened:
+            f.close()
+        parallel.run([f.path for f in opened], workers, limits, stats, emit, on_event)
+    else:
+        p = Pipeline(emit, limits, stats, on_event=on_event)
+        p.run(_records(opened, show))
+        p.finish()
     results: dict = {}
     for s in sinks:
         results.update(s.finish() or {})

@@ -1,0 +1,99 @@
+"""Replay on several cores: each worker process reads the captures, keeps the flows that hash
+to it (both directions of a flow hash alike), and runs the sensor pipeline on them; the parent
+receives the transactions and events in batches and feeds the sinks (store, inventory,
+findings, map) in one place, so nothing downstream has to merge partial results.
+
+Packets that are not TCP (DNS answers, ...) and frames that don't decode belong to worker 0,
+so every packet is counted exactly once.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import traceback
+from collections.abc import Callable
+
+from .limits import Limits
+from .stats import Stats
+
+_BATCH = 512
+
+
+def owner(seg: tuple, n: int) -> int:
+    """Worker index of a decoded segment: symmetric in the two endpoints."""
+    if seg[0] != 6:
+        return 0
+    return ((seg[3] ^ seg[4]) + seg[1][-1] + seg[2][-1]) % n
+
+
+def _worker(paths: list[str], idx: int, n: int, limits: Limits, q, want_events: bool) -> None:
+    try:
+        from .pipeline import Pipeline
+        from .sources import merge, open_files
+
+        batch: list = []
+
+        def out(item) -> None:
+            batch.append(item)
+            if len(batch) >= _BATCH:
+                q.put(("items", batch[:]))
+                batch.clear()
+
+        stats = Stats()
+        files = open_files(paths)
+        p = Pipeline(out, limits, stats, on_event=out if want_events else None, shard=(idx, n))
+        p.run(merge(files))
+        p.finish()
+        if batch:
+            q.put(("items", batch[:]))
+        q.put(("done", (idx, stats)))
+    except BaseException:  # report, never hang the parent
+        q.put(("error", traceback.format_exc()))
+
+
+def run(paths: list[str], workers: int, limits: Limits, stats: Stats,
+        on_transaction: Callable, on_event: Callable | None = None,
+        progress: Callable[[], None] | None = None) -> None:
+    """Replay ``paths`` with ``workers`` processes; results arrive in this process."""
+    from .transaction import Transaction
+
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue(maxsize=8 * workers)
+    procs = [ctx.Process(target=_worker, args=(paths, i, workers, limits, q, on_event is not None),
+                         daemon=True) for i in range(workers)]
+    for pr in procs:
+        pr.start()
+    done = 0
+    try:
+        while done < workers:
+            kind, payload = q.get()
+            if kind == "items":
+                for item in payload:
+                    if isinstance(item, Transaction):
+                        on_transaction(item)
+                    elif on_event is not None:
+                        on_event(item)
+                if progress is not None:
+                    progress()
+            elif kind == "done":
+                done += 1
+                _add(stats, payload[1])
+            else:
+                raise RuntimeError(f"replay worker failed:\n{payload}")
+    finally:
+        for pr in procs:
+            if pr.is_alive() and done < workers:
+                pr.kill()
+            pr.join()
+
+
+def _add(total: Stats, part: Stats) -> None:
+    for k in ("packets", "bytes", "flows", "http_flows", "tls_flows", "other_flows", "transactions"):
+        setattr(total, k, getattr(total, k) + getattr(part, k))
+    total.anomalies.update(part.anomalies)
+
+
+def default_workers(total_bytes: int) -> int:
+    """All cores for big inputs; one process for small ones (forking costs more than it saves)."""
+    return max(1, os.cpu_count() or 1) if total_bytes > 32 << 20 else 1
