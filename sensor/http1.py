@@ -43,14 +43,15 @@ SIMPLE_METHODS = frozenset(
     b"LOCK UNLOCK QUERY SEARCH REPORT".split()
 )
 _METHOD = re.compile(rb"[A-Za-z][A-Za-z0-9_-]{0,31}\Z")
-_VERSION_AT_END = re.compile(rb"[ \t]+HTTP/(\d)\.(\d)[ \t]*\Z")
+_VERSION_TAIL = re.compile(rb"HTTP/(\d)\.(\d)\Z")
 _STATUS_LINE = re.compile(rb"HTTP/(\d)\.(\d)[ \t]+(\d{3})(?:[ \t]+(.*)|[ \t]*)\Z", re.S)
 _FAST_REQUEST = re.compile(rb"([A-Z][A-Z0-9_-]{0,31}) ([!-~]+) HTTP/(1\.[01])\r?\n")
-_FAST_STATUS = re.compile(rb"HTTP/(1\.[01]) ([1-5][0-9][0-9]) ?([^\r\n]*?)[ \t]*\r?\n")
+# (values are captured as "anything ending in a non-blank", never lazily: linear time on any input)
+_FAST_STATUS = re.compile(rb"HTTP/(1\.[01]) ([1-5][0-9][0-9]) ?((?:[^\r\n]*[^ \t\r\n])?)[ \t]*\r?\n")
 _HEAD_END = re.compile(rb"\n\r?\n")
 _HEADER_BLOCK = re.compile(rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\r\n]*\r?\n)*")
-_HEADER_PAIR_STR = re.compile(r"([^:\r\n]+):[ \t]*([^\r\n]*?)[ \t]*\r?\n")
-_HEADER_PAIR = re.compile(rb"([^:\r\n]+):[ \t]*([^\r\n]*?)[ \t]*\r?\n")
+_HEADER_PAIR_STR = re.compile(r"([^:\r\n]+):[ \t]*((?:[^\r\n]*[^ \t\r\n])?)[ \t]*\r?\n")
+_HEADER_PAIR = re.compile(rb"([^:\r\n]+):[ \t]*((?:[^\r\n]*[^ \t\r\n])?)[ \t]*\r?\n")
 # Resynchronisation targets: a line that starts a message.
 _RESYNC_REQ = re.compile(rb"(?:^|\n)([A-Za-z][A-Za-z0-9_-]{0,31} [^\r\n]* HTTP/\d\.\d\r?\n)")
 _RESYNC_RESP = re.compile(rb"(?:^|\n)(HTTP/\d\.\d[ \t]+\d{3})")
@@ -63,6 +64,19 @@ _MAX_CL = 1 << 62
 
 # parser states
 START, HEAD, BODY_CL, CHUNK_SIZE, CHUNK_DATA, CHUNK_END, TRAILERS, BODY_EOF, RESYNC, TUNNEL, DEAD = range(11)
+
+
+def version_at_end(line: bytes) -> tuple[bytes, str] | None:
+    """``b"GET /x HTTP/1.1"`` -> ``(b"GET /x ", "1.1")``; None without a trailing version.
+    Linear in the line length whatever it holds (no regex backtracking over spaces)."""
+    t = line.rstrip(b" \t")
+    i = t.rfind(b"HTTP/")
+    if i <= 0 or t[i - 1] not in (32, 9):
+        return None
+    m = _VERSION_TAIL.match(t, i)
+    if m is None:
+        return None
+    return t[:i], f"{m.group(1).decode()}.{m.group(2).decode()}"
 
 
 def _text(b: bytes) -> str:
@@ -128,6 +142,8 @@ class HTTP1Parser:
         self.ts = 0.0
         self.resync_bytes = 0
         self.messages = 0
+        self.undecided = False  # a versionless request line waits for what follows it
+        self.final = False  # no more bytes will come before a decision is needed
 
     # ---- input -------------------------------------------------------------------------------
     def feed(self, data: bytes, ts: float) -> None:
@@ -204,6 +220,9 @@ class HTTP1Parser:
     def eof(self, ts: float) -> None:
         """No more bytes in this direction."""
         self.ts = ts
+        self.final = True
+        if self.undecided:
+            self._run()
         if self.state == START and self._buffered() and self.is_request:
             # a final request line without its terminating line end
             line = bytes(self.buf[self.pos :]).strip()
@@ -221,6 +240,13 @@ class HTTP1Parser:
             else:
                 self._finish(incomplete=True)
         self.state = DEAD
+
+    def decide(self) -> None:
+        """The peer spoke: a versionless request line waiting for more is complete as it is."""
+        if self.undecided:
+            self.final = True
+            self._run()
+            self.final = False
 
     def _buffered(self) -> int:
         return len(self.buf) - self.pos
@@ -332,15 +358,15 @@ class HTTP1Parser:
         first = self.first
         method, _, rest = line.partition(b" ")
         rest = rest.lstrip(b" \t")
-        vm = _VERSION_AT_END.search(b" " + rest)
+        vm = version_at_end(b" " + rest)
         valid_method = _METHOD.match(method) is not None
         if vm is not None:
-            uri = (b" " + rest)[: vm.start()].strip(b" \t")
+            uri = vm[0].strip(b" \t")
             if self.tunnel_check and not valid_method:
                 self.state = DEAD
                 return False
             msg = self._new_message()
-            msg.version = f"{vm.group(1).decode()}.{vm.group(2).decode()}"
+            msg.version = vm[1]
             if valid_method:
                 msg.method = method.decode("ascii")
                 msg.uri = _text(uri)
@@ -355,6 +381,12 @@ class HTTP1Parser:
             self.state = DEAD
             return False
         uri = rest.strip(b" \t")
+        if method in SIMPLE_METHODS and uri and after >= len(self.buf) and not self.final:
+            # Nothing follows the line yet: HTTP/0.9, or a sloppy request whose headers are
+            # still in flight.  Decide when more bytes come, the server answers, or at the end.
+            self.undecided = True
+            return False
+        self.undecided = False
         if method in SIMPLE_METHODS and uri and _MORE_LINES.match(self.buf, after):
             # no version, but more lines follow: a sloppy request with headers, not HTTP/0.9
             msg = self._new_message()
@@ -417,7 +449,15 @@ class HTTP1Parser:
 
     def _head(self) -> bool:
         buf = self.buf
-        m = _HEAD_END.search(buf, max(self.scan, self.pos - 1))
+        pos = self.pos
+        if buf[pos : pos + 1] == b"\n" or buf[pos : pos + 2] == b"\r\n":
+            # no header lines at all: the start line is followed by the blank line
+            self.pos = pos + (1 if buf[pos] == 10 else 2)
+            self._head_done()
+            return True
+        if buf[pos : pos + 1] == b"\r" and pos + 1 == len(buf):
+            return False
+        m = _HEAD_END.search(buf, max(self.scan, pos))
         if m is None:
             if len(buf) - self.pos > self.limits.max_header_bytes:
                 self.stats.anomaly("http.header_too_long")
@@ -426,7 +466,7 @@ class HTTP1Parser:
                 self.pos = self.scan = 0
                 self.state = RESYNC
                 return False
-            self.scan = max(self.pos - 1, len(buf) - 2)
+            self.scan = max(self.pos, len(buf) - 2)
             return False
         end = m.end()
         self._headers(bytes(buf[self.pos : m.start() + 1]), self.msg)
@@ -651,7 +691,7 @@ class HTTP1Parser:
                 self._finish(incomplete=True)
                 self.state = RESYNC
                 return True
-            self.scan = max(pos - 1, len(buf) - 2)
+            self.scan = max(pos, len(buf) - 2)
             return False
         self._headers(bytes(buf[pos : m.start() + 1]), self.msg)
         self.pos = m.end()
@@ -744,6 +784,8 @@ class HTTP1Connection:
 
     # ---- tcp.StreamHandler -------------------------------------------------------------------
     def data(self, d: int, payload: bytes, ts: float) -> None:
+        if d != self.client_dir and self.req_parser.undecided:
+            self.req_parser.decide()
         self.parsers[d].feed(payload, ts)
 
     def gap(self, d: int, n: int, ts: float) -> None:

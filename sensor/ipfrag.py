@@ -13,13 +13,13 @@ _MAX_DATAGRAM = 65535 + 8
 
 
 class _Pending:
-    __slots__ = ("first_ts", "parts", "total", "have")
+    __slots__ = ("first_ts", "parts", "total", "size")
 
     def __init__(self, ts: float):
         self.first_ts = ts
-        self.parts: dict[int, bytes] = {}
+        self.parts: list[tuple[int, bytes]] = []  # in arrival order
         self.total = -1  # payload length, known once the last fragment arrives
-        self.have = 0
+        self.size = 0
 
 
 class Defragmenter:
@@ -37,28 +37,33 @@ class Defragmenter:
                 self._expire(ts, force=True)
             p = self.pending[key] = _Pending(ts)
         end = offset + len(payload)
-        if end > _MAX_DATAGRAM:
+        if end > _MAX_DATAGRAM or len(p.parts) >= 256:
             self.stats.anomaly("ip.fragment_too_large")
             del self.pending[key]
             return None
         if not more:
             p.total = end
-        if offset not in p.parts or len(p.parts[offset]) < len(payload):
-            p.have += len(payload) - len(p.parts.get(offset, b""))
-            p.parts[offset] = payload
-        if p.total < 0 or p.have < p.total:
+        p.parts.append((offset, payload))
+        p.size = max(p.size, end)
+        if p.total < 0:
             return None
-        out = bytearray()
-        for off in sorted(p.parts):
-            data = p.parts[off]
-            if off > len(out):
-                return None  # a hole remains (overlaps inflated ``have``); wait for more
-            if off + len(data) > len(out):
-                out += data[len(out) - off :]
+        # first bytes seen win: fill in arrival order, never overwrite
+        out = bytearray(p.total)
+        have = bytearray(p.total)
+        for off, data in p.parts:
+            stop = min(off + len(data), p.total)
+            i = have.find(0, off, stop)
+            while i >= 0:
+                j = have.find(1, i, stop)
+                if j < 0:
+                    j = stop
+                out[i:j] = data[i - off : j - off]
+                have[i:j] = b"\x01" * (j - i)
+                i = have.find(0, j, stop)
+        if have.find(0) >= 0:
+            return None  # a hole remains: wait for more
         del self.pending[key]
-        if len(out) < p.total:
-            return None
-        return bytes(out[: p.total])
+        return bytes(out)
 
     def _expire(self, now: float, force: bool = False) -> None:
         old = [k for k, p in self.pending.items() if now - p.first_ts > self.timeout]

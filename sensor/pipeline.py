@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from . import dns, tls
 from .decode import Decoder
 from .events import DNSAnswer, FlowSummary, TLSClientHello
-from .http1 import _RESYNC_REQ, _RESYNC_RESP, _VERSION_AT_END, SIMPLE_METHODS, HTTP1Connection
+from .http1 import _RESYNC_REQ, _RESYNC_RESP, SIMPLE_METHODS, HTTP1Connection, version_at_end
 from .limits import Limits
 from .sources import Record
 from .stats import Stats
@@ -56,7 +56,7 @@ def _classify(b: bytes, final: bool) -> str | None:
     if nl < 0 and not final:
         return None if n < _PEEK else "no"
     line = line.rstrip(b"\r")
-    if _VERSION_AT_END.search(line):
+    if version_at_end(line) is not None:
         return "req"
     method, _, uri = line.partition(b" ")
     if method in SIMPLE_METHODS and uri.strip():

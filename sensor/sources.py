@@ -14,10 +14,10 @@ Several files are merged in timestamp order by :func:`merge`.
 
 from __future__ import annotations
 
-import gzip
 import heapq
 import os
 import struct
+import zlib
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -39,6 +39,68 @@ PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
 
 class CaptureError(Exception):
     """The input cannot be read as a capture (message is one line for the user)."""
+
+
+def _peek_plain(f: BinaryIO, n: int) -> bytes:
+    data = f.read(n)
+    f.seek(0)
+    return data
+
+
+class _Gunzip:
+    """Streaming gzip reader (several members allowed) that keeps every byte it could decode.
+
+    ``gzip.GzipFile.read`` discards a whole chunk when the stream ends early; a capture cut
+    short (a crashed tcpdump | gzip) must still yield the packets before the cut.
+    """
+
+    def __init__(self, raw: BinaryIO):
+        self.raw = raw
+        self.obj = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self.pending = bytearray()  # decoded, not yet returned
+        self.eof = False
+        self.error: Exception | None = None
+
+    def _fill(self, n: int) -> None:
+        while len(self.pending) < n and not self.eof:
+            comp = self.raw.read(1 << 20)
+            if not comp:
+                self.eof = True
+                if not self.obj.eof and self.error is None:
+                    self.error = EOFError("compressed file ended before the end-of-stream marker")
+                break
+            # small steps: zlib discards a call's output when it raises, so corrupt data
+            # costs at most one step of good bytes before it
+            for i in range(0, len(comp), 1 << 14):
+                try:
+                    out = self.obj.decompress(comp[i : i + (1 << 14)])
+                    while self.obj.eof and self.obj.unused_data:  # next gzip member
+                        rest = self.obj.unused_data
+                        self.obj = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                        out += self.obj.decompress(rest)
+                except zlib.error as e:
+                    self.eof = True
+                    self.error = e
+                    break
+                self.pending += out
+
+    def peek(self, n: int) -> bytes:
+        self._fill(n)
+        if not self.pending and self.error is not None:
+            raise self.error
+        return bytes(self.pending[:n])
+
+    def read(self, n: int) -> bytes:
+        self._fill(n)
+        out = bytes(self.pending[:n])
+        del self.pending[:n]
+        if not out and self.error is not None:
+            err, self.error = self.error, None
+            raise err
+        return out
+
+    def close(self) -> None:
+        self.raw.close()
 
 
 class _Chunks:
@@ -103,17 +165,15 @@ class CaptureFile:
         f: BinaryIO = raw
         if head[:2] == b"\x1f\x8b":
             self.compressed = True
-            f = gzip.GzipFile(fileobj=raw)  # type: ignore[assignment]
+            f = _Gunzip(raw)  # type: ignore[assignment]
             try:
-                head = f.read(4)
-            except (OSError, EOFError) as e:
+                head = f.peek(4)
+            except (OSError, EOFError, zlib.error) as e:
                 raw.close()
                 raise CaptureError(f"{path}: corrupt gzip file ({e})") from None
-            f.seek(0)
         if head in PCAP_MAGICS:
             self.format = "pcap"
-            hdr = f.read(24)
-            f.seek(0)
+            hdr = f.peek(24) if isinstance(f, _Gunzip) else _peek_plain(f, 24)
             if len(hdr) == 24:
                 endian = PCAP_MAGICS[head][0]
                 self.linktypes.add(struct.unpack_from(endian + "I", hdr, 20)[0] & 0x0FFFFFFF)
@@ -143,8 +203,8 @@ class CaptureFile:
                 yield from self._pcap(_Chunks(self._f))
             else:
                 yield from self._pcapng(_Chunks(self._f))
-        except (OSError, EOFError, gzip.BadGzipFile) as e:
-            # e.g. a gzip stream cut short: keep what was read, report it
+        except (OSError, EOFError, zlib.error) as e:
+            # e.g. a corrupt gzip stream: keep what was read, report it
             self.truncated = True
             self.warnings.append(f"{self.path}: read error after {self.records} packets ({e})")
         finally:

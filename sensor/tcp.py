@@ -101,16 +101,16 @@ class FlowTable:
     # ---- entry point -------------------------------------------------------------------------
     def segment(self, ts: float, seg: tuple) -> None:
         _p, src, dst, sport, dport, seq, ack, flags, payload = seg
+        if ts > self.now:
+            self.now = ts
+            if ts >= self._next_sweep:
+                self.sweep(ts)  # before the lookup: this packet may belong to a flow that ends now
         flows = self.flows
         flow = flows.get((src, sport, dst, dport))
         d = 0
         if flow is None:
             flow = flows.get((dst, dport, src, sport))
             d = 1
-        if ts > self.now:
-            self.now = ts
-            if ts >= self._next_sweep:
-                self.sweep(ts)
         if flow is not None and not flags & 0x07 and not (flow.closed or flow.ignored or flow.rst):
             # fast path: an established flow, no SYN/FIN/RST, usually in-order data
             flow.last_ts = ts
@@ -119,7 +119,7 @@ class FlowTable:
                 other = flow.halves[1 - d]
                 other.peer_ack = ack
                 if other.ooo and other.next is not None and _rel(ack, other.next) > 0:
-                    self._skip_gap(flow, 1 - d, other, ts)
+                    self._skip_gap(flow, 1 - d, other, ts, upto=ack)
             if payload:
                 n = len(payload)
                 flow.bytes += n
@@ -177,7 +177,7 @@ class FlowTable:
             other = flow.halves[1 - d]
             other.peer_ack = ack
             if other.ooo and other.next is not None and _rel(ack, other.next) > 0:
-                self._skip_gap(flow, 1 - d, other, ts)
+                self._skip_gap(flow, 1 - d, other, ts, upto=ack)
         if payload:
             self._data(flow, d, half, seq, payload, ts)
         if flags & FIN and half.fin_seq is None:
@@ -204,67 +204,85 @@ class FlowTable:
             half.next = seq
         delta = _rel(seq, half.next)
         n = len(payload)
-        if delta == 0:
-            half.next = (seq + n) & _M
-            half.bytes += n
-            flow.handler.data(d, payload, ts)
-            if half.ooo:
-                self._drain(flow, d, half, ts)
-        elif delta < 0:
-            if delta + n <= 0:
-                self.stats.anomaly("tcp.retransmission")
-                return
+        if delta + n <= 0:
+            self.stats.anomaly("tcp.retransmission")
+            return
+        if delta < 0:
             self.stats.anomaly("tcp.overlap")
-            piece = payload[-delta:]
-            half.next = (seq + n) & _M
-            half.bytes += len(piece)
-            flow.handler.data(d, piece, ts)
-            if half.ooo:
-                self._drain(flow, d, half, ts)
+            payload = payload[-delta:]
+            seq = half.next
+            delta = 0
+        if delta == 0 and not half.ooo:
+            half.next = (seq + len(payload)) & _M
+            half.bytes += len(payload)
+            flow.handler.data(d, payload, ts)
         else:
             if half.fin_seq is not None and _rel(seq, half.fin_seq) >= 0:
                 self.stats.anomaly("tcp.data_after_fin")
                 return
-            old = half.ooo.get(seq)
-            if old is None or len(old) < n:
-                half.ooo[seq] = payload
-                half.ooo_bytes += n - (len(old) if old else 0)
-            self.stats.anomaly("tcp.out_of_order")
-            if half.ooo_bytes > self.limits.max_ooo_bytes or (
-                half.peer_ack is not None and _rel(half.peer_ack, half.next) > 0
-            ):
-                self._skip_gap(flow, d, half, ts)
+            self._store(half, seq, payload)
+            if delta == 0:
+                self._drain(flow, d, half, ts)
+            else:
+                self.stats.anomaly("tcp.out_of_order")
+                if half.ooo_bytes > self.limits.max_ooo_bytes:
+                    self._skip_gap(flow, d, half, ts)
+                elif half.peer_ack is not None and _rel(half.peer_ack, half.next) > 0:
+                    self._skip_gap(flow, d, half, ts, upto=half.peer_ack)
         if half.fin_seq is not None:
             self._check_fin(flow, d, half, ts)
 
-    def _drain(self, flow: Flow, d: int, half: Half, ts: float) -> None:
-        ooo = half.ooo
-        progressed = True
-        while ooo and progressed:
-            progressed = False
-            for s in sorted(ooo, key=lambda s: _rel(s, half.next)):
-                delta = _rel(s, half.next)
-                if delta > 0:
-                    break
-                data = ooo.pop(s)
-                half.ooo_bytes -= len(data)
-                if delta + len(data) > 0:
-                    piece = data[-delta:] if delta else data
-                    half.next = (half.next + len(piece)) & _M
-                    half.bytes += len(piece)
-                    flow.handler.data(d, piece, ts)
-                progressed = True
+    @staticmethod
+    def _store(half: Half, seq: int, payload: bytes) -> None:
+        """Buffer ``payload`` at ``seq``; bytes a buffered segment already holds are kept
+        (first bytes seen win), so buffered segments never overlap."""
+        base = half.next
+        r0 = _rel(seq, base)
+        r1 = r0 + len(payload)
+        spans = sorted((_rel(s, base), _rel(s, base) + len(b)) for s, b in half.ooo.items())
+        a = r0
+        for s0, s1 in spans:
+            if s1 <= a:
+                continue
+            if s0 >= r1:
                 break
+            if s0 > a:
+                half.ooo[(base + a) & _M] = payload[a - r0 : s0 - r0]
+                half.ooo_bytes += s0 - a
+            a = max(a, s1)
+            if a >= r1:
+                return
+        if a < r1:
+            half.ooo[(base + a) & _M] = payload[a - r0 :]
+            half.ooo_bytes += r1 - a
 
-    def _skip_gap(self, flow: Flow, d: int, half: Half, ts: float) -> None:
-        """Declare the hole before the earliest buffered segment lost and continue after it."""
+    def _drain(self, flow: Flow, d: int, half: Half, ts: float) -> None:
+        """Deliver buffered segments that have become contiguous with the stream."""
+        ooo = half.ooo
+        for s in sorted(ooo, key=lambda s: _rel(s, half.next)):
+            delta = _rel(s, half.next)
+            if delta > 0:
+                break
+            data = ooo.pop(s)
+            half.ooo_bytes -= len(data)
+            if delta + len(data) > 0:
+                piece = data[-delta:] if delta else data
+                half.next = (half.next + len(piece)) & _M
+                half.bytes += len(piece)
+                flow.handler.data(d, piece, ts)
+
+    def _skip_gap(self, flow: Flow, d: int, half: Half, ts: float, upto: int | None = None) -> None:
+        """Declare bytes lost: up to the earliest buffered segment, or only up to ``upto`` (a
+        peer ACK: bytes before it were received, so the capture lost them; bytes after it may
+        still arrive late)."""
         if not half.ooo:
             return
-        first = min(half.ooo, key=lambda s: _rel(s, half.next))
-        n = _rel(first, half.next)
+        n = min(_rel(s, half.next) for s in half.ooo)
+        if upto is not None:
+            n = min(n, _rel(upto, half.next))
         if n > 0:
             self.stats.anomaly("tcp.gap")
-            half.next = first
+            half.next = (half.next + n) & _M
             half.bytes += n
             flow.handler.gap(d, n, ts)
         self._drain(flow, d, half, ts)
