@@ -89,6 +89,7 @@ FLUSH_EVERY = 5000  # transactions between two flushes of the sinks (one SQLite 
 # Sinks fed by replay/capture, in order (a later sink may read what an earlier one flushed).
 SINKS = [
     "discovery.store:TransactionLog",
+    "graph.collect:GraphCollector",
 ]
 
 
@@ -117,7 +118,9 @@ def common(f):
 
 
 # command name -> "module:function" (relative to this package), imported on first use
-_LAZY: dict[str, str] = {}
+_LAZY: dict[str, str] = {
+    "graph": ".graphs:graph",
+}
 
 
 class _LazyGroup(click.Group):
@@ -200,9 +203,11 @@ def transactions(files: tuple[str, ...], as_json: bool, body_cap, max_flows) -> 
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
 @click.option("--workers", type=click.IntRange(1, 64), default=None, metavar="N",
               help="Processes to spread flows over (default: all cores for inputs over 32 MB, else 1).")
+@click.option("--graph", "graph_path", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Also draw the dependency map to FILE (.png .svg .pdf .dot .graphml .json).")
 @common
 def replay(files: tuple[str, ...], db_path: str, as_json: bool, progress, workers, body_cap,
-           max_flows) -> None:
+           max_flows, graph_path: str | None = None) -> None:
     """Replay FILES through the sensor and store what it saw in the SQLite file --db."""
     from discovery.store import Store
 
@@ -257,6 +262,10 @@ def replay(files: tuple[str, ...], db_path: str, as_json: bool, progress, worker
     summary = stats.to_json()
     store.finish_run(run_id, summary, warnings=warnings)
     store.close()
+    if graph_path:
+        from .graphs import write_map
+
+        results["graph"] = write_map(db_path, graph_path)
     summary = {"run_id": run_id, "db": db_path, **summary, **results}
     if as_json:
         click.echo(json.dumps(summary, indent=2))
