@@ -33,5 +33,12 @@ def normalize_host(host: str | None, server_port: int | None = None) -> str | No
 
 
 def service_name(tx) -> str:
-    """The service a Transaction was addressed to."""
-    return normalize_host(tx.host, tx.server_port) or tx.server
+    """The service a Transaction was addressed to (without a Host header: the server's
+    address, with its port unless 80/443, so it names the same service as ``Host: <ip>``)."""
+    name = normalize_host(tx.host, tx.server_port)
+    if name:
+        return name
+    server = tx.server
+    if tx.server_port in (80, 443):
+        return server.rsplit(":", 1)[0]
+    return server

@@ -44,7 +44,7 @@ SIMPLE_METHODS = frozenset(
 )
 _METHOD = re.compile(rb"[A-Za-z][A-Za-z0-9_-]{0,31}\Z")
 _VERSION_TAIL = re.compile(rb"HTTP/(\d)\.(\d)\Z")
-_STATUS_LINE = re.compile(rb"HTTP/(\d)\.(\d)[ \t]+(\d{3})(?:[ \t]+(.*)|[ \t]*)\Z", re.S)
+_STATUS_LINE = re.compile(rb"HTTP/(\d)\.(\d)[ \t]+(\d{3,9})(?:[ \t]+(.*)|[ \t]*)\Z", re.S)
 _FAST_REQUEST = re.compile(rb"([A-Z][A-Z0-9_-]{0,31}) ([!-~]+) HTTP/(1\.[01])\r?\n")
 # (values are captured as "anything ending in a non-blank", never lazily: linear time on any input)
 _FAST_STATUS = re.compile(rb"HTTP/(1\.[01]) ([1-5][0-9][0-9]) ?((?:[^\r\n]*[^ \t\r\n])?)[ \t]*\r?\n")
@@ -54,7 +54,7 @@ _HEADER_PAIR_STR = re.compile(r"([^:\r\n]+):[ \t]*((?:[^\r\n]*[^ \t\r\n])?)[ \t]
 _HEADER_PAIR = re.compile(rb"([^:\r\n]+):[ \t]*((?:[^\r\n]*[^ \t\r\n])?)[ \t]*\r?\n")
 # Resynchronisation targets: a line that starts a message.
 _RESYNC_REQ = re.compile(rb"(?:^|\n)([A-Za-z][A-Za-z0-9_-]{0,31} [^\r\n]* HTTP/\d\.\d\r?\n)")
-_RESYNC_RESP = re.compile(rb"(?:^|\n)(HTTP/\d\.\d[ \t]+\d{3})")
+_RESYNC_RESP = re.compile(rb"(?:^|\n)(HTTP/\d\.\d[ \t]+\d{3}(?![0-9]))")
 _HEADER_LINE = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+[ \t]*:")
 _MORE_LINES = re.compile(rb"[^\r\n]")
 _TOKEN_PREFIX = re.compile(rb"[A-Za-z][A-Za-z0-9_-]{0,31}")
@@ -703,6 +703,8 @@ class HTTP1Parser:
         if anomaly:
             self.stats.anomaly(anomaly)
         self.state = RESYNC
+        if self.pos < len(self.buf):
+            self.pos += 1  # never resynchronise on the very line that just failed
 
     def _resync(self) -> bool:
         pat = _RESYNC_REQ if self.is_request else _RESYNC_RESP

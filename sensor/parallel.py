@@ -97,3 +97,99 @@ def _add(total: Stats, part: Stats) -> None:
 def default_workers(total_bytes: int) -> int:
     """All cores for big inputs; one process for small ones (forking costs more than it saves)."""
     return max(1, os.cpu_count() or 1) if total_bytes > 32 << 20 else 1
+
+
+def _live_worker(opts: dict, idx: int, limits: Limits, q, stop, want_events: bool) -> None:
+    import time
+
+    try:
+        from .live import LiveSource
+        from .pipeline import Pipeline
+
+        src = LiveSource(opts["iface"], opts.get("bpf"), opts.get("snaplen", 262144),
+                         opts.get("promisc", True))
+        src.join_fanout(opts["group"])
+        q.put(("ready", idx))
+        batch: list = []
+        stats = Stats()
+        p = Pipeline(batch.append, limits, stats, on_event=batch.append if want_events else None)
+        last = time.monotonic()
+        n = 0
+        for rec in src:
+            if rec is not None:
+                p.feed(*rec)
+                n += 1
+                if n & 1023 and len(batch) < _BATCH:
+                    continue
+            now = time.monotonic()
+            if rec is None or now - last > 0.5:
+                p.tick(time.time())
+                if stop.is_set():
+                    src.stop()
+            if batch:
+                q.put(("items", batch[:]))
+                batch.clear()
+            if now - last > 1.0:
+                last = now
+                q.put(("stats", (idx, stats, src.kernel_stats())))
+        p.finish()
+        if batch:
+            q.put(("items", batch[:]))
+        q.put(("stats", (idx, stats, src.kernel_stats())))
+        src.close()
+        q.put(("done", (idx, stats)))
+    except BaseException:
+        q.put(("error", traceback.format_exc()))
+
+
+class LiveWorkers:
+    """``workers`` capture processes on one interface joined in a PACKET_FANOUT group (the
+    kernel keeps both directions of a flow in one member); the caller drains ``poll()``."""
+
+    def __init__(self, opts: dict, workers: int, limits: Limits, want_events: bool):
+        ctx = multiprocessing.get_context("fork")
+        self.q = ctx.Queue(maxsize=64 * workers)
+        self.stop_event = ctx.Event()
+        opts = {**opts, "group": os.getpid() & 0xFFFF}
+        self.procs = [ctx.Process(target=_live_worker, args=(opts, i, limits, self.q, self.stop_event,
+                                                              want_events), daemon=True)
+                      for i in range(workers)]
+        for pr in self.procs:
+            pr.start()
+        self.n = workers
+        self.done = 0
+        self.worker_stats: dict[int, tuple] = {}
+        ready = 0
+        while ready < workers:  # fail fast (bad interface, no permission) before the caller goes on
+            kind, payload = self.q.get()
+            if kind == "error":
+                self.close()
+                raise RuntimeError(payload)
+            if kind == "ready":
+                ready += 1
+
+    def poll(self, timeout: float):
+        """Yield ("items", list) / ("stats", ...) / ("done", ...) messages for ``timeout`` seconds."""
+        import queue
+
+        try:
+            kind, payload = self.q.get(timeout=timeout)
+        except queue.Empty:
+            return
+        if kind == "error":
+            raise RuntimeError(f"capture worker failed:\n{payload}")
+        if kind == "done":
+            self.done += 1
+        if kind == "stats":
+            self.worker_stats[payload[0]] = payload[1:]
+        yield kind, payload
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def close(self) -> None:
+        self.stop_event.set()
+        for pr in self.procs:
+            pr.join(timeout=5)
+            if pr.is_alive():
+                pr.kill()

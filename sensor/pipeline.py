@@ -340,6 +340,14 @@ class Pipeline:
                 else:
                     self._udp(ts, seg)
 
+    def tick(self, now: float) -> None:
+        """Advance the capture clock without a packet (live capture on a quiet link): flows
+        idle past their timeout end, stale IP fragments are dropped."""
+        if now > self.table.now:
+            self.table.now = now
+            self.table.sweep(now)
+            self.decoder.defrag.sweep(now)
+
     def finish(self) -> None:
         self.table.close_all()
         self.decoder.defrag.sweep(float("inf"))

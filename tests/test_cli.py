@@ -202,7 +202,7 @@ def test_replay_creates_private_sqlite_with_runs_and_transactions(tmp_path):
     finally:
         con.close()
     # a second run adds to the same file
-    r = apisensor("replay", pcap, "--db", str(db))
+    r = apisensor("replay", pcap, "--db", str(db), "--force")
     assert r.returncode == 0 and "5 transactions" in r.stdout
     con = sqlite3.connect(db)
     try:

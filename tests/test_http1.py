@@ -710,3 +710,18 @@ def test_request_line_of_spaces_is_parsed_in_linear_time():
     conn.data(0, get("/first") + line, 1.0)
     conn.end(2.0)
     assert time.perf_counter() - t0 < 0.1
+
+
+def test_status_code_with_too_many_digits_does_not_hang():
+    """httpbin answers /status/60778204 with that number as status: kept as sent, pairing intact."""
+    from sensor.http1 import HTTP1Connection
+    from sensor.limits import Limits
+    from sensor.stats import Stats
+
+    out = []
+    stats = Stats()
+    c = HTTP1Connection(0, (b"a" * 4, 1), (b"b" * 4, 2), Limits(), stats, out.append)
+    c.data(0, b"GET /status/60778204 HTTP/1.1\r\n\r\nGET /ok HTTP/1.1\r\n\r\n", 1)
+    c.data(1, b"HTTP/1.1 60778204 UNKNOWN\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 2)
+    c.end(3)
+    assert sorted((t.uri, t.status_code) for t in out) == [("/ok", 200), ("/status/60778204", 60778204)]

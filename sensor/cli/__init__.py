@@ -89,7 +89,9 @@ FLUSH_EVERY = 5000  # transactions between two flushes of the sinks (one SQLite 
 # Sinks fed by replay/capture, in order (a later sink may read what an earlier one flushed).
 SINKS = [
     "discovery.store:TransactionLog",
+    "discovery.inventory:Inventory",
     "graph.collect:GraphCollector",
+    "discovery.findings:Findings",
 ]
 
 
@@ -119,7 +121,12 @@ def common(f):
 
 # command name -> "module:function" (relative to this package), imported on first use
 _LAZY: dict[str, str] = {
+    "services": ".inventory:services", "endpoints": ".inventory:endpoints", "changes": ".inventory:changes",
+    "openapi": ".inventory:openapi", "diff": ".inventory:diff", "rules": ".inventory:rules",
+    "retemplate": ".inventory:retemplate",
     "graph": ".graphs:graph",
+    "capture": ".capture:capture",
+    "findings": ".findings:findings",
 }
 
 
@@ -203,11 +210,12 @@ def transactions(files: tuple[str, ...], as_json: bool, body_cap, max_flows) -> 
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
 @click.option("--workers", type=click.IntRange(1, 64), default=None, metavar="N",
               help="Processes to spread flows over (default: all cores for inputs over 32 MB, else 1).")
+@click.option("--force", is_flag=True, help="Count captures again even if already replayed into --db.")
 @click.option("--graph", "graph_path", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help="Also draw the dependency map to FILE (.png .svg .pdf .dot .graphml .json).")
 @common
 def replay(files: tuple[str, ...], db_path: str, as_json: bool, progress, workers, body_cap,
-           max_flows, graph_path: str | None = None) -> None:
+           max_flows, force: bool = False, graph_path: str | None = None) -> None:
     """Replay FILES through the sensor and store what it saw in the SQLite file --db."""
     from discovery.store import Store
 
@@ -220,6 +228,12 @@ def replay(files: tuple[str, ...], db_path: str, as_json: bool, progress, worker
         store = Store(db_path)
     except Exception as e:  # sqlite3.DatabaseError and friends: one line, no traceback
         _fail(f"{db_path}: cannot open as a SQLite database ({e})")
+    from discovery.inventory import replay_guard
+
+    if (msg := replay_guard(store.db, [f.path for f in opened], force)) is not None:
+        store.close()
+        click.echo(f"apisensor: {msg}", err=True)
+        sys.exit(0 if msg.startswith("already") else EXIT_BAD_INPUT)
     run_id = store.begin_run([f.path for f in opened])
     sinks = _sinks(store, run_id)
     since_flush = [0]
