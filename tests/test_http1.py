@@ -722,6 +722,7 @@ def test_status_code_with_too_many_digits_does_not_hang():
     stats = Stats()
     c = HTTP1Connection(0, (b"a" * 4, 1), (b"b" * 4, 2), Limits(), stats, out.append)
     c.data(0, b"GET /status/60778204 HTTP/1.1\r\n\r\nGET /ok HTTP/1.1\r\n\r\n", 1)
-    c.data(1, b"HTTP/1.1 60778204 UNKNOWN\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 2)
+    c.data(1, b"HTTP/1.1 60778204 UNKNOWN\r\nContent-Length: 0\r\n\r\n"
+           b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 2)
     c.end(3)
     assert sorted((t.uri, t.status_code) for t in out) == [("/ok", 200), ("/status/60778204", 60778204)]
