@@ -27,10 +27,13 @@ venv: $(BIN)/apisensor
 
 demo: system venv
 	@mkdir -p $(OUT)
-	rm -f $(OUT)/inventory.db*
-	$(BIN)/apisensor replay pcaps/demo.pcap --db $(OUT)/inventory.db
-	$(BIN)/apisensor transactions pcaps/demo.pcap | head -25
-	@echo "inventory: $(OUT)/inventory.db  (try: sqlite3 $(OUT)/inventory.db 'select method, host, uri, status_code from transactions limit 20')"
+	rm -f $(OUT)/inventory.db* $(OUT)/map.png
+	$(BIN)/apisensor replay pcaps/demo.pcap --db $(OUT)/inventory.db --graph $(OUT)/map.png --no-progress
+	@echo; echo "== services"; $(BIN)/apisensor services --db $(OUT)/inventory.db
+	@echo; echo "== endpoints"; $(BIN)/apisensor endpoints --db $(OUT)/inventory.db
+	@echo; echo "== findings"; $(BIN)/apisensor findings --db $(OUT)/inventory.db
+	$(BIN)/apisensor openapi --db $(OUT)/inventory.db --service users.shop.local -o $(OUT)/users.openapi.yaml
+	@echo; echo "inventory: $(OUT)/inventory.db   map: $(OUT)/map.png   spec: $(OUT)/users.openapi.yaml"
 
 test: system venv
 	$(BIN)/ruff check .

@@ -329,4 +329,15 @@ def query(db, min_severity: str = "info", detector: str | None = None) -> list[d
     sql += " ORDER BY severity_rank DESC, detector, service, path, location"
     cur = db.execute(sql, args)
     cols = [c[0] for c in cur.description]
-    return [dict(zip(cols, r)) for r in cur.fetchall()]
+    rows = [dict(zip(cols, r)) for r in cur.fetchall()]
+    # the inventory's template (e.g. /users/{user}) names the endpoint the way `endpoints` does
+    templates: dict[int, str] = {}
+    if "endpoints" in db.table_names():
+        ids = sorted({r["endpoint_id"] for r in rows if r["endpoint_id"] is not None})
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            q = f"SELECT id, template FROM endpoints WHERE id IN ({','.join('?' * len(chunk))})"
+            templates.update(dict(db.execute(q, chunk).fetchall()))
+    for r in rows:
+        r["endpoint"] = templates.get(r["endpoint_id"])
+    return rows

@@ -71,7 +71,7 @@ def findings(db_path: str, severity: str, detector: str | None, as_json: bool, f
             if r["path"] == "*":
                 endpoint = f"{r['service']} (service-wide)"
             else:
-                endpoint = f"{r['method'] or '-'} {r['service']}{r['path']}"
+                endpoint = f"{r['method'] or '-'} {r['service']}{r.get('endpoint') or r['path']}"
             click.echo(
                 f"{r['severity']:<9} {r['detector']:<34} {r['count']:>5}  {endpoint[:48]:<48} "
                 f"{r['location']}  [{r['kind']}] {r['evidence']}"
