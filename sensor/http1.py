@@ -559,14 +559,7 @@ class HTTP1Parser:
         if not msg.dups and "transfer-encoding" not in hmap:
             # fast path: one Content-Length (or none)
             v = hmap.get("content-length")
-            if v is not None and v.isdigit() and int(v) <= _MAX_CL:
-                n = int(v)
-                if n == 0:
-                    self._finish()
-                    self.state = START
-                else:
-                    self.remaining = n
-                    self.state = BODY_CL
+            if v is not None and self._content_length(v):
                 return
         te = msg.header_all("transfer-encoding")
         cls = msg.header_all("content-length")
@@ -581,15 +574,7 @@ class HTTP1Parser:
             if len(values) > 1:
                 msg.flags.add(FLAG_SMUGGLING)
                 self.stats.anomaly("http.conflicting_content_length")
-            v = cls[0].split(",")[0].strip()
-            if v.isdigit() and int(v) <= _MAX_CL:
-                n = int(v)
-                if n == 0:
-                    self._finish()
-                    self.state = START
-                else:
-                    self.remaining = n
-                    self.state = BODY_CL
+            if self._content_length(cls[0].split(",")[0].strip()):
                 return
             msg.flags.add(FLAG_SMUGGLING)
             self.stats.anomaly("http.bad_content_length")
@@ -606,6 +591,19 @@ class HTTP1Parser:
                 body._layers or "close" in (msg.header("connection") or "").lower() or msg.version == "1.0"
             )
             self.state = BODY_EOF
+
+    def _content_length(self, v: str) -> bool:
+        """Frame the body by a Content-Length value; False if the value is not a valid length."""
+        if not v.isdigit() or int(v) > _MAX_CL:
+            return False
+        n = int(v)
+        if n == 0:
+            self._finish()
+            self.state = START
+        else:
+            self.remaining = n
+            self.state = BODY_CL
+        return True
 
     def _body_bytes(self, data: bytes) -> None:
         self.msg.body.feed(data)
