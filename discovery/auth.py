@@ -13,10 +13,9 @@
 Only names and algorithms are kept, never the credential.  Decoding a JWT header costs a
 little, so results are cached per Authorization value (bounded).
 
-:func:`redact_value`, :func:`redact_json` and :func:`redact_query` make the samples safe to
-store: values under secret-looking keys, and values that look like credentials anywhere
-(JWTs, bearer tokens, long opaque tokens, card numbers, US SSNs, private keys), become
-``<redacted fingerprint>`` (a short keyed hash from :mod:`discovery.redact`).
+Redaction of what is stored (samples, examples, URIs) lives in :mod:`discovery.redact`;
+:func:`redact_value`, :func:`redact_json`, :func:`redact_query` and :func:`redact_text` here are
+compatibility wrappers around it.
 """
 
 from __future__ import annotations
@@ -26,9 +25,8 @@ import binascii
 import json
 import re
 from typing import Any
-from urllib.parse import unquote_plus
 
-from .redact import fingerprint
+from .redact import default_redactor
 
 APIKEY_HEADERS = frozenset(
     {
@@ -79,20 +77,6 @@ SESSION_COOKIE = re.compile(
     re.IGNORECASE,
 )
 APIKEY_COOKIE = re.compile(r"api[_-]?key", re.IGNORECASE)
-
-SECRET_KEY = re.compile(
-    r"pass(word|wd|phrase)?|pwd|secret|token|api[_-]?key|apikey|^auth$|authorization|credential|private[_-]?key|"
-    r"session|cookie|signature|otp|pin$|cvv|cvc|ssn|card[_-]?number|^pan$|iban|account[_-]?number",
-    re.IGNORECASE,
-)
-
-_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
-_BEARER = re.compile(r"(?i)\b(bearer|basic|token)\s+[A-Za-z0-9._~+/=-]{8,}")
-_SSN = re.compile(r"\b\d{3}-\d{2}-\d{4}\b")
-_CARD = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
-_PRIVATE_KEY = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
-_OPAQUE = re.compile(r"[A-Za-z0-9_\-+/=]{24,}")
-_UUIDISH = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 _cache: dict[str, str] = {}
 
@@ -181,100 +165,24 @@ def auth_schemes(headers, query_names: list[str] | tuple[str, ...] = (), lowered
     return sorted(set(out))
 
 
-def _luhn(digits: str) -> bool:
-    total, alt = 0, False
-    for ch in reversed(digits):
-        d = ord(ch) - 48
-        if alt:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-        alt = not alt
-    return total % 10 == 0
-
-
-def _secret_looking(s: str) -> bool:
-    if len(s) < 9:
-        return False
-    if _JWT.search(s) or _BEARER.search(s) or _PRIVATE_KEY.search(s) or _SSN.search(s):
-        return True
-    for m in _CARD.finditer(s):
-        d = re.sub(r"\D", "", m.group())
-        if 13 <= len(d) <= 19 and _luhn(d):
-            return True
-    return bool(
-        _OPAQUE.fullmatch(s)
-        and not _UUIDISH.fullmatch(s)
-        and any(c.isdigit() for c in s)
-        and any(c.isalpha() for c in s)
-        and not s.isdigit()
-    )
-
-
 def redacted(value: str) -> str:
-    return f"<redacted {fingerprint(value)}>"
+    """Compatibility: the redactor's mark for a secret (see :mod:`discovery.redact`)."""
+    return default_redactor().mark("secret", value)
 
 
 def redact_value(key: str | None, value: Any) -> Any:
-    """A JSON scalar as it may be stored: secrets (by key name or by look) are replaced."""
-    if value is None or isinstance(value, bool):
-        return value
-    if key is not None and SECRET_KEY.search(key):
-        return redacted(str(value))
-    if isinstance(value, str) and _secret_looking(value):
-        return redacted(value)
-    if (
-        isinstance(value, int)
-        and not isinstance(value, bool)
-        and len(str(abs(value))) >= 13
-        and _luhn(str(abs(value)))
-    ):
-        return redacted(str(value))
-    return value
+    """Compatibility wrapper: :meth:`discovery.redact.Redactor.value` (random per-process key).
+    Sinks use the store's redactor, whose hashes are keyed per database."""
+    return default_redactor().value(key, value)
 
 
 def redact_json(value: Any, key: str | None = None, depth: int = 0) -> Any:
-    if depth > 20:
-        return "…"
-    if isinstance(value, dict):
-        if key is not None and SECRET_KEY.search(key):
-            return redacted(json.dumps(value, sort_keys=True))
-        return {k: redact_json(v, k, depth + 1) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact_json(v, key, depth + 1) for v in value]
-    return redact_value(key, value)
+    return default_redactor().json(value, key)
 
 
 def redact_query(query: str) -> str:
-    """``a=1&token=abc`` -> ``a=1&token=<redacted …>`` (names kept, secret values replaced)."""
-    if not query:
-        return query
-    out = []
-    for part in query.split("&"):
-        name, eq, val = part.partition("=")
-        if not eq:
-            out.append(name)
-            continue
-        raw = unquote_plus(val)
-        if SECRET_KEY.search(unquote_plus(name)) or name.lower() in APIKEY_QUERY or _secret_looking(raw):
-            out.append(f"{name}={redacted(raw)}")
-        else:
-            out.append(part)
-    return "&".join(out)
+    return default_redactor().query(query)
 
 
 def redact_text(text: str) -> str:
-    """Free text (a non-JSON body): credential-looking substrings replaced."""
-    text = _JWT.sub(lambda m: redacted(m.group()), text)
-    text = _BEARER.sub(lambda m: m.group(1) + " " + redacted(m.group()), text)
-    text = _SSN.sub(lambda m: redacted(m.group()), text)
-
-    def card(m: re.Match) -> str:
-        d = re.sub(r"\D", "", m.group())
-        return redacted(m.group()) if 13 <= len(d) <= 19 and _luhn(d) else m.group()
-
-    text = _CARD.sub(card, text)
-    if _PRIVATE_KEY.search(text):
-        text = _PRIVATE_KEY.sub("<redacted private key>", text)
-    return text
+    return default_redactor().text(text)

@@ -29,7 +29,9 @@ location       TEXT    where: ``response.body:$.user.ssn``, ``request.header:aut
                        ``request.query:token``, ``response.cookie:sessionid``, ``response.body``
 evidence       TEXT    redacted evidence (``4111********1111``, exception line and file, ...)
 value_hashes   TEXT    JSON list (at most 16) of keyed hashes of the distinct raw values; the
-                       key is never stored in the database (see detectors.redaction.load_key)
+                       key is never stored in the database (see discovery.redact.hash_key);
+                       the store's redacted samples use the same key, so a sample's
+                       ``<redacted:email HASH>`` matches the finding's hash of that email
 distinct_values INTEGER number of distinct values seen (counted up to 16 per run)
 count          INTEGER transactions in which the finding was seen
 first_seen     REAL    capture time (epoch seconds) of the first occurrence
@@ -44,6 +46,18 @@ tx_ref         TEXT    JSON reference of the last transaction: run, ts, client, 
 
 Unique index on (service, method, path, detector, location).  The raw sensitive values are
 never written: evidence is masked by the detectors, and the hashes are keyed.
+
+Sampling (speed, see docs/findings.md "Speed"): headers, cookies, the query and the path of
+every transaction are always checked.  Bodies are grouped by *kind*: (service, method, path
+template, status, body signature), the signature being which bodies are there, truncated
+or flagged by the sensor, and hold an ``@`` (emails), a ``$`` (password hashes) or a
+backslash (escaped text: traces, paths).  The bodies of a kind are all analysed until
+``SAMPLE_AFTER`` analyses in a row added no new finding row; after that only one body in
+``SAMPLE_EVERY`` of that kind is.  Error responses (status >= 400) and a kind's first
+bodies are always analysed, and a body with a new signature is a new kind.  Deterministic
+for a given transaction order.  What it costs: the ``count`` of a row found in bodies
+counts the analysed transactions, and a value that shows up only in sampled-out bodies of
+a kind already seen quiet is missed.  ``Findings(..., sample=False)`` analyses every body.
 """
 
 from __future__ import annotations
@@ -58,12 +72,23 @@ from .service import service_name
 
 TABLE = "findings"
 MAX_HASHES = 16
+SAMPLE_AFTER = 2  # analyses in a row without a new row before a kind of body is sampled
+SAMPLE_EVERY = 16  # then one body in this many is analysed
+# marks of the body signature: single bytes (a one-byte search is a memchr, ~0.1 ns per
+# byte; a longer needle costs ten times that, as much as parsing the body would save)
+SIGNATURE_MARKS = (b"@", b"$", b"\\")
+_MARK_BITS = tuple((m, 1 << i) for i, m in enumerate(SIGNATURE_MARKS))
 
 _SEG_INT = re.compile(r"^\d+$")
 _SEG_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _SEG_HEX = re.compile(r"^[0-9a-fA-F]{16,}$")
 _SEG_TOKEN = re.compile(r"^(?=.*\d)(?=.*[A-Za-z])[A-Za-z0-9_.=+-]{20,}$")
 _SEG_MIXED = re.compile(r"^(?=(?:.*\d){3})(?=.*[A-Za-z])[A-Za-z0-9_-]{6,}$")
+# digits with separators (an SSN, a phone, a grouped card number): never kept in a template
+_SEG_NUMBERISH = re.compile(r"^(?=(?:\D*\d){7})\+?\(?\d[\d().\s-]*\d$")
+
+
+_TEMPLATES: dict[str, str] = {}
 
 
 def path_template(uri: str | None) -> str:
@@ -71,12 +96,26 @@ def path_template(uri: str | None) -> str:
     if not uri:
         return "-"
     path = uri.split("?", 1)[0].split("#", 1)[0].split(";", 1)[0]
+    got = _TEMPLATES.get(path)
+    if got is None:
+        got = _template(path)
+        if len(_TEMPLATES) >= 20_000:
+            _TEMPLATES.clear()
+        _TEMPLATES[path] = got
+    return got
+
+
+def _template(path: str) -> str:
     if path.startswith(("http://", "https://")):
         path = "/" + path.split("://", 1)[1].partition("/")[2]
     out = []
     for seg in path.split("/")[:32]:
-        if _SEG_INT.match(seg):
+        if seg.isalpha() and len(seg) < 16 and not seg.startswith("eyJ"):
+            pass  # a word: none of the patterns below
+        elif seg.isdecimal() or _SEG_INT.match(seg):
             seg = "{int}"
+        elif _SEG_NUMBERISH.match(seg):
+            seg = "{id}"
         elif _SEG_UUID.match(seg):
             seg = "{uuid}"
         elif "@" in seg:
@@ -131,6 +170,33 @@ def ensure_table(db) -> None:
     db[TABLE].create_index(["detector"], if_not_exists=True)
 
 
+class _Kind:
+    """Sampling state of one kind of body."""
+
+    __slots__ = ("seen", "quiet")
+
+    def __init__(self):
+        self.seen = 0
+        self.quiet = 0  # analyses in a row that added no new row
+
+
+def body_signature(tx) -> int:
+    """Bit mask of the SIGNATURE_MARKS in the request body (high bits) and response body, with
+    a bit for a body that is there and one for a truncated body, and one for a transaction
+    the sensor flagged (incomplete, gap, decode error: a cut body is read as text, not JSON)."""
+    sig = 1 << 16 if tx.flags else 0
+    sides = ((0, tx.response_body, tx.response_body_len), (8, tx.request_body, tx.request_body_len))
+    for shift, body, total in sides:
+        if body:
+            for mark, bit in _MARK_BITS:
+                if mark in body:
+                    sig |= bit << shift
+            sig |= 1 << (shift + 6)
+            if len(body) < total:
+                sig |= 1 << (shift + 7)
+    return sig
+
+
 class _Agg:
     __slots__ = ("row", "hashes", "first_ref", "last_ref", "concrete_path")
 
@@ -145,27 +211,63 @@ class _Agg:
 class Findings:
     """Sink: detectors over every transaction, deduplicated findings in the ``findings`` table."""
 
-    def __init__(self, store, run_id: int, registry: Registry | None = None):
+    def __init__(self, store, run_id: int, registry: Registry | None = None, sample: bool = True):
         self.store = store
+        self.sample = sample  # False: analyse every body (exact counts; slower)
         self.db = store.db
         self.run_id = run_id
         self.registry = registry or REGISTRY
-        self.hasher = Hasher(load_key(getattr(store, "path", ":memory:")))
+        # the store's keyed hash (shared with its redacted samples), else one for its file
+        self.hasher = getattr(store, "hasher", None) or Hasher(load_key(getattr(store, "path", ":memory:")))
         self.pending: dict[tuple, _Agg] = {}
         self.run_keys: set[tuple] = set()
         self.examples: dict[tuple, str] = {}  # key -> a concrete path (memory only, for endpoint matching)
         self.seen_tx = 0
+        self.kinds: dict[tuple, _Kind] = {}
+        self.bodies_analysed = 0
+        self.bodies_skipped = 0
+        self._new_rows = 0
         ensure_table(self.db)
 
     # ---- Sink ----------------------------------------------------------------------------
+    def _sample(self, tx, service: str, path: str) -> _Kind | None:
+        """The kind of this transaction's bodies if they are to be analysed, else None."""
+        if not (tx.response_body or tx.request_body):
+            return None
+        key = (service, tx.method, path, tx.status_code, body_signature(tx))
+        kind = self.kinds.get(key)
+        if kind is None:
+            if len(self.kinds) >= 100_000:
+                self.kinds.clear()
+            kind = self.kinds[key] = _Kind()
+        kind.seen += 1
+        if (
+            not self.sample
+            or kind.quiet < SAMPLE_AFTER
+            or (tx.status_code or 0) >= 400
+            or kind.seen % SAMPLE_EVERY == 0
+        ):
+            return kind
+        self.bodies_skipped += 1
+        return None
+
     def observe(self, tx) -> None:
         self.seen_tx += 1
-        found = self.registry.detect(tx, self.hasher)
-        if not found:
-            return
         service = service_name(tx)
         method = tx.method
         path = path_template(tx.uri)
+        has_body = bool(tx.response_body or tx.request_body)
+        kind = self._sample(tx, service, path) if has_body else None
+        found = self.registry.detect(tx, self.hasher, bodies=kind is not None or not has_body)
+        if kind is not None:
+            self.bodies_analysed += 1
+            before = self._new_rows
+        if found:
+            self._fold_all(found, tx, service, method, path)
+        if kind is not None:
+            kind.quiet = 0 if self._new_rows > before else kind.quiet + 1
+
+    def _fold_all(self, found: list[Finding], tx, service: str, method: str | None, path: str) -> None:
         ref = {
             "run": self.run_id,
             "ts": tx.ts,
@@ -203,6 +305,8 @@ class Findings:
                 "last_seen": tx.ts,
             }
             agg = self.pending[key] = _Agg(row, ref, (tx.uri or "").split("?", 1)[0])
+            if key not in self.run_keys:
+                self._new_rows += 1
             self.run_keys.add(key)
             self.examples.setdefault(key, agg.concrete_path)
         row = agg.row
@@ -290,7 +394,13 @@ class Findings:
         for (sev,) in self.db.execute(f"SELECT severity FROM {TABLE} WHERE last_run_id = ?", (self.run_id,)):
             counts[sev] += 1
         total = sum(counts.values())
-        return {"findings": {"total": total, **{k: v for k, v in counts.items() if v}}}
+        out: dict[str, Any] = {"findings": {"total": total, **{k: v for k, v in counts.items() if v}}}
+        if self.bodies_skipped:
+            out["findings_sampling"] = {
+                "bodies_analysed": self.bodies_analysed,
+                "bodies_skipped": self.bodies_skipped,
+            }
+        return out
 
     def _match_endpoints(self) -> None:
         try:

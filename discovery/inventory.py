@@ -47,7 +47,8 @@ Schema (``inventory_meta.schema_version`` = 1; a column is a public interface)
   latency_p50_ms, latency_p90_ms, latency_p95_ms, latency_p99_ms, request_bytes,
   response_bytes, examples, forced, created_run)``, UNIQUE (service_id, method, template,
   operation).  ``operation`` is the GraphQL operation ("" otherwise); ``auth`` the schemes
-  by count (JSON), ``auth_schemes`` a readable summary; ``examples`` a few raw paths; latency
+  by count (JSON), ``auth_schemes`` a readable summary; ``examples`` a few paths as seen
+  (sensitive segments redacted, ``discovery/redact.py``); latency
   percentiles come from a histogram with 8 buckets per doubling (about 4 % error).
 - ``endpoint_statuses(endpoint_id FK, status_code, count, content_types)``, PK (endpoint_id, status_code);
   ``status_code`` 0 = no response seen; ``content_types`` the response content types with counts.
@@ -55,7 +56,7 @@ Schema (``inventory_meta.schema_version`` = 1; a column is a public interface)
   distinct_values, examples, first_seen, last_seen)``, UNIQUE (endpoint_id, location,
   name): ``location`` path / query / form; ``types`` the value types with counts;
   ``distinct_values`` capped at 100 ("100" means 100 or more); ``examples`` at most 3,
-  secrets redacted.
+  personal data and secrets redacted (``discovery/redact.py``).
 - ``schemas(endpoint_id FK, direction, status_code, schema, bodies)``, PK (endpoint_id,
   direction, status_code): JSON Schema of request (``status_code`` 0) and response bodies.
 - ``fields(endpoint_id FK, direction, status_code, path, type, format, required,
@@ -63,7 +64,11 @@ Schema (``inventory_meta.schema_version`` = 1; a column is a public interface)
   (``items[].id``), one row per field.
 - ``samples(id PK, endpoint_id FK, status_code, ts, method, uri, request_headers,
   request_body, response_headers, response_body, latency_ms)``: one per status (at most
-  ``SAMPLES_PER_ENDPOINT``), credentials and secret-looking values redacted.
+  ``SAMPLES_PER_ENDPOINT``); URI, headers and bodies (at most ``SAMPLE_BODY`` characters) go
+  through the store's redactor (``discovery/redact.py``): credentials, personal data and
+  secrets are replaced by redacted forms (``4012********1881``, ``***-**-7855``,
+  ``<redacted:email HASH>``), keys, structure and other values kept.  ``observed_paths.data``
+  holds the same redacted samples and examples.
 - ``probes(service_id FK, client, hits, paths, statuses, examples, first_seen, last_seen,
   overflow_hits)``, PK (service_id, client): requests to paths that never answered as
   existing (a scanner's 404 storm), per client.
@@ -95,8 +100,8 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from . import schema as schemalib
-from .auth import auth_schemes, redact_json, redact_query, redact_text, redact_value
-from .redact import redact_headers
+from .auth import auth_schemes
+from .redact import Redactor
 from .rules import Rules, ServiceRules, active
 from .service import service_name
 from .templating import (
@@ -185,7 +190,8 @@ def _crc(s: str) -> int:
     return zlib.crc32(s.encode("utf-8", "surrogatepass"))
 
 
-def param_add(p: dict | None, name: str, value: str, ts: float) -> dict:
+def param_add(p: dict | None, name: str, value: str, ts: float, red: Redactor | None = None) -> dict:
+    """Fold one value of parameter ``name`` in; an example is stored redacted by ``red``."""
     if p is None:
         p = {"n": 0, "t": {}, "s": ts, "l": ts, "d": [], "e": []}
     p["n"] += 1
@@ -205,7 +211,7 @@ def param_add(p: dict | None, name: str, value: str, ts: float) -> dict:
     e = p["e"]
     if len(e) < 3 or c < e[-1][0]:
         if all(x[0] != c for x in e):
-            e.append([c, redact_value(name, value) if value else value])
+            e.append([c, (red or _fallback_redactor()).value(name, value) if value else value])
             e.sort()
             del e[3:]
     return p
@@ -345,12 +351,14 @@ def _ctype(value: str | None) -> str | None:
 class Obs:
     """In-memory aggregate of one (service, method, skeleton, operation) between flushes."""
 
-    __slots__ = ("hits", "first", "last", "confirmed", "data", "_seen", "_stored")
+    __slots__ = ("hits", "first", "last", "confirmed", "data", "_seen", "_stored", "red")
 
-    def __init__(self, ts: float, stored=None):
+    def __init__(self, ts: float, stored=None, red: Redactor | None = None):
         """``stored()``: the body CRCs already folded into the database for this key, by
-        ``"req"``/status, so a body seen in an earlier flush or run is not counted twice."""
+        ``"req"``/status, so a body seen in an earlier flush or run is not counted twice.
+        ``red``: what examples and samples go through before they are kept."""
         self._stored = stored
+        self.red = red or _fallback_redactor()
         self.hits = 0
         self.first = ts
         self.last = ts
@@ -431,12 +439,12 @@ class Obs:
                 if p is None and len(q) >= MAX_QUERY_NAMES:
                     d["query_more"] += 1
                     continue
-                q[name] = param_add(p, name, val, ts)
+                q[name] = param_add(p, name, val, ts, self.red)
         if values:
             pv = d["path"]
             for pos, raw in values:
                 k = str(pos)
-                pv[k] = param_add(pv.get(k), k, unquote_plus(raw) if "%" in raw else raw, ts)
+                pv[k] = param_add(pv.get(k), k, unquote_plus(raw) if "%" in raw else raw, ts, self.red)
         for scheme in auth_schemes(req_headers, qnames, lowered=True):
             d["auth"][scheme] = d["auth"].get(scheme, 0) + 1
         if code == 401:
@@ -455,7 +463,7 @@ class Obs:
                     if part:
                         name, _, val = part.partition("=")
                         name, val = unquote_plus(name), unquote_plus(val)
-                        form[name] = param_add(form.get(name), name, val, ts)
+                        form[name] = param_add(form.get(name), name, val, ts, self.red)
         if resp_ct and tx.response_body and not truncated and "json" in resp_ct:
             rs = d["resp_schema"]
             rs[st] = self._schema(rs.get(st), st, tx.response_body, ts)
@@ -463,7 +471,7 @@ class Obs:
         score = zlib.crc32(tx.request_body[:256], _crc(tx.uri or ""))
         cur = d["samples"].get(st)
         if cur is None or (score, ts) < (cur["score"], cur["ts"]):
-            d["samples"][st] = make_sample(tx, score)
+            d["samples"][st] = make_sample(tx, score, self.red)
 
     def _schema(self, acc: dict | None, key: str, body: bytes, ts: float) -> dict:
         """Fold a JSON body into a schema accumulator.  Each distinct body (CRC-32) is counted
@@ -509,44 +517,54 @@ class Obs:
         return acc
 
 
-def _body_text(body: bytes, ctype: str | None, total: int) -> str | None:
+# text redacted on this much more than is kept, so that a value cut by the window is still
+# recognised (and then cut off) rather than kept in part
+SAMPLE_LOOKAHEAD = 1024
+
+
+def _body_text(body: bytes, ctype: str | None, total: int, red: Redactor) -> str | None:
     if not body:
         return None
     ct = ctype or ""
     if "json" in ct:
         try:
             v = json.loads(body[:262144])
-            s = json.dumps(redact_json(v), ensure_ascii=False, sort_keys=True)
+            s = red.json_text(v, SAMPLE_BODY)
             return s if len(s) <= SAMPLE_BODY else s[:SAMPLE_BODY] + "…"
         except (ValueError, UnicodeDecodeError, RecursionError):
             pass
+    window = body[: SAMPLE_BODY + SAMPLE_LOOKAHEAD]
     if ct == "application/x-www-form-urlencoded":
-        return redact_query(body[:SAMPLE_BODY].decode("latin-1"))
+        s = red.query(window.decode("latin-1"))
+        return s if len(s) <= SAMPLE_BODY else s[:SAMPLE_BODY] + "…"
     if ct.startswith("text/") or "xml" in ct or "javascript" in ct or "json" in ct or not ct:
         try:
-            text = body[:SAMPLE_BODY].decode("utf-8")
-        except UnicodeDecodeError:
-            return f"<{total} bytes {ct or 'binary'}>"
-        return redact_text(text) + ("…" if len(body) > SAMPLE_BODY else "")
+            text = window.decode("utf-8")
+        except UnicodeDecodeError as e:
+            if e.start < len(window) - 3:  # not just a character cut by the window: binary
+                return f"<{total} bytes {ct or 'binary'}>"
+            text = window[: e.start].decode("utf-8")
+        s = red.csv(text) if "csv" in ct else red.text(text)
+        return s[:SAMPLE_BODY] + "…" if len(s) > SAMPLE_BODY or len(body) > len(window) else s
     return f"<{total} bytes {ct}>"
 
 
-def make_sample(tx, score: int) -> dict:
-    uri = tx.uri or ""
-    path, sep, query = uri.partition("?")
+def make_sample(tx, score: int, red: Redactor | None = None) -> dict:
+    """One transaction as a sample: URI, headers and bodies (at most ``SAMPLE_BODY``) redacted."""
+    red = red or _fallback_redactor()
     return {
         "score": score,
         "ts": tx.ts,
         "method": tx.method,
         "status": tx.status_code,
-        "uri": path + (sep + redact_query(query) if sep else ""),
-        "request_headers": redact_headers(tx.request_headers),
+        "uri": red.uri(tx.uri or ""),
+        "request_headers": red.headers(tx.request_headers),
         "request_body": _body_text(
-            tx.request_body, _ctype(tx.request_header("content-type")), tx.request_body_len
+            tx.request_body, _ctype(tx.request_header("content-type")), tx.request_body_len, red
         ),
-        "response_headers": redact_headers(tx.response_headers),
+        "response_headers": red.headers(tx.response_headers),
         "response_body": _body_text(
-            tx.response_body, _ctype(tx.response_header("content-type")), tx.response_body_len
+            tx.response_body, _ctype(tx.response_header("content-type")), tx.response_body_len, red
         ),
         "latency_ms": None if tx.latency is None else round(tx.latency * 1000, 3),
     }
@@ -907,13 +925,18 @@ def replay_guard(db, paths: list[str], force: bool) -> str | None:
 
 
 class Inventory:
-    """Sink building the API inventory (see module doc)."""
+    """Sink building the API inventory (see module doc).
+
+    Samples, parameter examples and example paths are redacted by the store's redactor
+    (``store.redactor``, :mod:`discovery.redact`); ``keep_raw_samples=True`` keeps them as seen
+    (default: the store's setting, itself ``APISENSOR_KEEP_RAW_SAMPLES``)."""
 
     def __init__(self, store, run_id: int, rules: Rules | None = None, max_paths: int = MAX_PATHS,
-                 max_probe_paths: int = MAX_PROBE_PATHS):
+                 max_probe_paths: int = MAX_PROBE_PATHS, keep_raw_samples: bool | None = None):
         self.store = store
         self.db = store.db
         self.run_id = run_id
+        self.red = _store_redactor(store, keep_raw_samples)
         ensure_schema(self.db)
         self.rules = rules if rules is not None else active(_meta(self.db, "rules"))
         self.skel: dict[tuple, Skeletonizer] = {}
@@ -1034,7 +1057,7 @@ class Inventory:
             obs = self.pending.get(key)
             if obs is None:
                 stored = (lambda k=key: self._stored_seen(k)) if key in self.stored_keys else None
-                obs = self.pending[key] = Obs(ts, stored)
+                obs = self.pending[key] = Obs(ts, stored, self.red)
         client = self.client_names.get(tx.client_ip)
         if client is None:
             if len(self.client_names) > 65536:
@@ -1192,7 +1215,10 @@ class Inventory:
                     "update set hits = hits + excluded.hits, bytes = bytes + excluded.bytes, "
                     "paths = max(paths, excluded.paths), first_seen = min(first_seen, excluded.first_seen), "
                     "last_seen = max(last_seen, excluded.last_seen)",
-                    [sid, kind, ext, hits, nbytes, len(paths), min(paths), iso(first), iso(last)],
+                    [
+                        sid, kind, ext, hits, nbytes, len(paths), self.red.path(min(paths)), iso(first),
+                        iso(last),
+                    ],
                 )
             for (name, client), (hits, first, last) in self.probe_overflow.items():
                 sid = self.svc_ids[name]
@@ -1286,7 +1312,7 @@ class Inventory:
                     first = db.execute("select first_seen from services where id = ?", [sid]).fetchone()[0]
                     _change(db, self.run_id, first, "service", name, None, None, None, None)
                     totals["services"] += 1
-                new = materialize(db, sid, name, self.rules.for_service(name), self.run_id)
+                new = materialize(db, sid, name, self.rules.for_service(name), self.run_id, self.red)
                 for k in ("endpoints", "parameters", "response_fields", "merged"):
                     totals[k] += new[k]
             _record_captures(db, self.run_id)
@@ -1392,7 +1418,7 @@ def learn_service(db, sid: int, rules: ServiceRules, rows: list[dict] | None = N
     return ts, mapping, rows
 
 
-def _path_param(rows: list[dict], pos: int, name: str) -> dict | None:
+def _path_param(rows: list[dict], pos: int, name: str, red: Redactor | None = None) -> dict | None:
     acc = None
     for r in rows:
         seg = split_path(r["path"])[pos]
@@ -1400,7 +1426,7 @@ def _path_param(rows: list[dict], pos: int, name: str) -> dict | None:
             acc = param_merge(acc, r["data"]["path"].get(str(pos)))
         else:
             v = unquote_plus(seg)
-            p = param_add(None, name, v, r["first"])
+            p = param_add(None, name, v, r["first"], red)
             p["n"] = r["hits"]
             p["t"] = {value_type(v): r["hits"]}
             p["l"] = r["last"]
@@ -1425,8 +1451,12 @@ def _dominant(types: dict) -> tuple[str, str | None]:
     return "string", None
 
 
-def materialize(db, sid: int, service: str, rules: ServiceRules, run_id: int) -> dict[str, int]:
-    """Rebuild one service's endpoints (and child tables) from its observations; record changes."""
+def materialize(
+    db, sid: int, service: str, rules: ServiceRules, run_id: int, red: Redactor | None = None
+) -> dict[str, int]:
+    """Rebuild one service's endpoints (and child tables) from its observations; record changes.
+    ``red`` redacts the examples it derives (default: a redactor keyed for ``db``'s file)."""
+    red = red or _db_redactor(db)
     ts_, mapping, rows = learn_service(db, sid, rules)
     groups: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
     tmpl_of: dict[str, Template] = {}
@@ -1489,7 +1519,7 @@ def materialize(db, sid: int, service: str, rules: ServiceRules, run_id: int) ->
         method, tpath, op = key
         grp = sorted(endpoints[key], key=lambda r: r["id"])
         t = tmpl_of[tpath]
-        row, children = _endpoint_row(t, grp, op)
+        row, children = _endpoint_row(t, grp, op, red)
         row["service_id"] = sid
         eid = old.get(key)
         if eid is None:
@@ -1651,7 +1681,7 @@ def _status_summary(statuses: dict) -> str:
     return ", ".join(f"{k}×{v}" for k, v in sorted(statuses.items(), key=lambda kv: int(kv[0])))
 
 
-def _endpoint_row(t: Template, grp: list[dict], op: str) -> tuple[dict, dict]:
+def _endpoint_row(t: Template, grp: list[dict], op: str, red: Redactor | None = None) -> tuple[dict, dict]:
     data: dict = {}
     for r in grp:
         data = data_merge(data, r["data"]) if data else r["data"]
@@ -1692,7 +1722,7 @@ def _endpoint_row(t: Template, grp: list[dict], op: str) -> tuple[dict, dict]:
     }
     params = []
     for pos, name, _ in t.params:
-        p = _path_param(grp, pos, name)
+        p = _path_param(grp, pos, name, red)
         if p is not None:
             params.append(_param_row("path", name, p, hits, required=True))
     for loc in ("query", "form"):
@@ -1783,6 +1813,39 @@ def _param_row(location: str, name: str, p: dict, hits: int, required: bool | No
         "first_seen": iso(p["s"]),
         "last_seen": iso(p["l"]),
     }
+
+
+# ---- redaction ---------------------------------------------------------------------------------
+
+
+def _store_redactor(store, keep_raw: bool | None) -> Redactor:
+    red = getattr(store, "redactor", None)
+    if red is None:
+        red = _db_redactor(store.db)
+    if keep_raw is not None and keep_raw != red.keep_raw:
+        red = Redactor(red.hasher, keep_raw=keep_raw)
+    return red
+
+
+def _db_redactor(db) -> Redactor:
+    """A redactor keyed for the database file behind ``db`` (its findings' key)."""
+    from .detectors.redaction import Hasher
+    from .redact import hash_key
+
+    path = ":memory:"
+    try:
+        for _, name, file in db.execute("PRAGMA database_list").fetchall():
+            if name == "main" and file:
+                path = file
+    except Exception:
+        pass
+    return Redactor(Hasher(hash_key(path)))
+
+
+def _fallback_redactor() -> Redactor:
+    from .redact import default_redactor
+
+    return default_redactor()
 
 
 # ---- queries used by other features ------------------------------------------------------------------

@@ -22,6 +22,8 @@ import json
 import re
 from typing import Any
 
+from .redact import key_kind
+
 MAX_DEPTH = 10
 MAX_PROPS = 200
 MAX_ITEMS = 20
@@ -96,6 +98,10 @@ def observe(node: dict | None, value: Any, ts: float, depth: int = 0, count: boo
     elif t == "object":
         props = node.setdefault("p", {})
         for k, v in value.items():
+            if len(k) >= 16 or "@" in k or sum(c.isdigit() for c in k) >= 6:
+                kind = key_kind(k)  # a key that is data (an email, a token): never a field name
+                if kind is not None:
+                    k = "{" + kind + "}"
             child = props.get(k)
             if child is None and len(props) >= MAX_PROPS:
                 if count:

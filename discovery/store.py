@@ -2,8 +2,17 @@
 
 Tables (schema version 1; README "Database schema" documents every column):
 - ``runs``: one row per replay/capture run with its counters and anomalies by kind.
-- ``transactions``: one row per HTTP transaction (headers with credentials redacted; bodies
-  are not stored here).
+- ``transactions``: one row per HTTP transaction (bodies are not stored here).  The URI and
+  the headers go through the store's :class:`~discovery.redact.Redactor` first: credentials
+  in headers, and query values, path segments and header values that are personal data or
+  secrets, are replaced by redacted forms (``discovery/redact.py``).
+
+Redaction is on by default.  ``Store(path, keep_raw_samples=True)`` (or, when the argument
+is None, the environment variable ``APISENSOR_KEEP_RAW_SAMPLES=1``) keeps URIs, samples and
+examples as seen (credential headers stay redacted), with a warning on stderr; the runs that
+did so are listed in ``meta`` under ``raw_samples_runs``.  ``store.redactor`` is what every
+sink uses; ``store.hasher`` its keyed hash (the key is kept outside the database, see
+:func:`discovery.redact.hash_key`).
 
 Writes are batched in transactions; the database is in WAL mode so readers (``sqlite3``,
 Datasette, ``apisensor`` queries) can read while the sensor writes, and a batch that was
@@ -19,7 +28,7 @@ from typing import Any
 
 import sqlite_utils
 
-from .redact import redact_headers
+from .redact import Redactor, env_keep_raw, hash_key, warn_keep_raw
 
 SCHEMA_VERSION = 1
 
@@ -31,8 +40,15 @@ def _create_private(path: str) -> None:
 
 
 class Store:
-    def __init__(self, path: str):
+    def __init__(self, path: str, keep_raw_samples: bool | None = None):
         self.path = path
+        if keep_raw_samples is None:
+            keep_raw_samples = env_keep_raw()
+        self.keep_raw_samples = bool(keep_raw_samples)
+        if self.keep_raw_samples:
+            warn_keep_raw(path)
+        self._hasher = None
+        self._redactor: Redactor | None = None
         _create_private(path)
         self.db = sqlite_utils.Database(path)
         if path != ":memory:":
@@ -75,12 +91,36 @@ class Store:
             db["transactions"].create_index(["host", "uri"])
             db["transactions"].create_index(["ts"])
 
+    # ---- redaction ---------------------------------------------------------------------------
+    @property
+    def hasher(self):
+        """Keyed hash of this database (findings' value hashes and redacted values share it)."""
+        if self._hasher is None:
+            from .detectors.redaction import Hasher
+
+            self._hasher = Hasher(hash_key(self.path))
+        return self._hasher
+
+    @property
+    def redactor(self) -> Redactor:
+        if self._redactor is None:
+            self._redactor = Redactor(self.hasher, keep_raw=self.keep_raw_samples)
+        return self._redactor
+
     # ---- runs --------------------------------------------------------------------------------
     def begin_run(self, sources: list[str]) -> int:
         with self.db.conn:
             row = self.db["runs"].insert(
                 {"started_at": _now(), "status": "running", "sources": json.dumps(sources)}
             )
+            if self.keep_raw_samples:
+                got = self.db.execute("SELECT value FROM meta WHERE key = 'raw_samples_runs'").fetchone()
+                runs = json.loads(got[0]) if got else []
+                runs.append(row.last_pk)
+                self.db.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('raw_samples_runs', ?)",
+                    [json.dumps(runs)],
+                )
         return row.last_pk
 
     def finish_run(self, run_id: int, stats: dict[str, Any], status: str = "complete",
@@ -100,7 +140,8 @@ class Store:
     def add_transactions(self, run_id: int, txs: list) -> None:
         if not txs:
             return
-        rows = [_tx_row(run_id, tx) for tx in txs]
+        red = self.redactor
+        rows = [_tx_row(run_id, tx, red) for tx in txs]
         cols = list(rows[0])
         sql = f"INSERT INTO transactions ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
         with self.db.conn:
@@ -138,7 +179,7 @@ class TransactionLog:
         return {}
 
 
-def _tx_row(run_id: int, tx) -> dict[str, Any]:
+def _tx_row(run_id: int, tx, red: Redactor) -> dict[str, Any]:
     j = tx.to_json()
     return {
         "run_id": run_id,
@@ -150,7 +191,7 @@ def _tx_row(run_id: int, tx) -> dict[str, Any]:
         "protocol": tx.protocol,
         "method": tx.method,
         "host": j["host"],
-        "uri": tx.uri,
+        "uri": red.uri(tx.uri),
         "status_code": tx.status_code,
         "reason": tx.reason,
         "request_body_len": tx.request_body_len,
@@ -163,8 +204,8 @@ def _tx_row(run_id: int, tx) -> dict[str, Any]:
         "latency": tx.latency,
         "stream_id": tx.stream_id,
         "flags": ",".join(sorted(tx.flags)),
-        "request_headers": json.dumps(redact_headers(tx.request_headers)),
-        "response_headers": json.dumps(redact_headers(tx.response_headers)),
+        "request_headers": json.dumps(red.headers(tx.request_headers)),
+        "response_headers": json.dumps(red.headers(tx.response_headers)),
     }
 
 

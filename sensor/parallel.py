@@ -100,8 +100,16 @@ def default_workers(total_bytes: int) -> int:
 
 
 def _live_worker(opts: dict, idx: int, limits: Limits, q, stop, want_events: bool) -> None:
+    import contextlib
+    import ctypes
+    import signal
     import time
 
+    # Ctrl-C in a terminal reaches the whole process group: the parent stops us through `stop`
+    # (after flushing); and we must not outlive it (its second signal exits with os._exit).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     try:
         from .live import LiveSource
         from .pipeline import Pipeline
@@ -113,15 +121,16 @@ def _live_worker(opts: dict, idx: int, limits: Limits, q, stop, want_events: boo
         batch: list = []
         stats = Stats()
         p = Pipeline(batch.append, limits, stats, on_event=batch.append if want_events else None)
-        last = time.monotonic()
+        last = t_next = time.monotonic()
         n = 0
         for rec in src:
             if rec is not None:
                 p.feed(*rec)
                 n += 1
-                if n & 1023 and len(batch) < _BATCH:
-                    continue
+                if len(batch) < _BATCH and time.monotonic() < t_next:
+                    continue  # send, tick and look at `stop` at least 10 times a second
             now = time.monotonic()
+            t_next = now + 0.1
             if rec is None or now - last > 0.5:
                 p.tick(time.time())
                 if stop.is_set():
@@ -158,6 +167,8 @@ class LiveWorkers:
             pr.start()
         self.n = workers
         self.done = 0
+        self.finished: set[int] = set()
+        self.lost: dict[int, int] = {}  # worker -> exit code, for workers that died without "done"
         self.worker_stats: dict[int, tuple] = {}
         ready = 0
         while ready < workers:  # fail fast (bad interface, no permission) before the caller goes on
@@ -175,10 +186,20 @@ class LiveWorkers:
         try:
             kind, payload = self.q.get(timeout=timeout)
         except queue.Empty:
+            # a worker killed by a signal (SIGTERM to the whole process group, as systemd sends it)
+            # never says "done": count it, or the caller would wait for it forever
+            for i, pr in enumerate(self.procs):
+                if i not in self.finished and pr.exitcode not in (None, 0):
+                    self.finished.add(i)
+                    self.lost[i] = pr.exitcode
+                    self.done += 1
             return
         if kind == "error":
             raise RuntimeError(f"capture worker failed:\n{payload}")
         if kind == "done":
+            if payload[0] in self.finished:
+                return
+            self.finished.add(payload[0])
             self.done += 1
         if kind == "stats":
             self.worker_stats[payload[0]] = payload[1:]

@@ -461,3 +461,154 @@ def test_rst_and_markdown_docs_examples_are_not_leaks():
     assert found(tx(PY_TB, status=500, ctype="text/plain"), "errors.stack_trace")
     # a 200 text body without documentation markers is not treated as documentation
     assert found(tx(PY_TB, status=200, ctype="text/plain"), "errors.stack_trace")
+
+
+# ---- speed: the per-value pass is the full alternation, only skipping what cannot match ------
+def _reference(values, status=200):
+    """What the one alternation over all values joined (the original pass) finds in each value."""
+    sc = REGISTRY.scanner
+    rx = sc.compiled(sc.select("\x00".join(values), status))
+    out = []
+    for v in values:
+        out.append([(m.lastgroup, m.start(), m.end()) for m in rx.finditer(v) if m.lastgroup[0] != "_"])
+    return out
+
+
+SCAN_SAMPLES = [
+    "call 555-867-5309 or +44 20 7946 0958",
+    "123-45-6789",
+    "4111 1111 1111 1111",
+    "2026-11-03T10:00:00Z",
+    "8f14e45f-ceea-467f-a0e6-0a5f0b4e9d4b",
+    "10.1.2.3 and fd12:3456:789a::1",
+    "DE89 3704 0044 0532 0130 00",
+    "bob@example.com",
+    "AKIAIOSFODNN7EXAMPLE",
+    "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    "eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0.",
+    "$2b$12$KIXQJ7Q7h2Qx0b5o8rGqUu3m4y8f2pQ9Zk1tq3r5s6t7u8v9w0x1y",
+    "   at System.Web.Mvc.Controller.Execute()",
+    "System.NullReferenceException: Object reference not set",
+    "Warning: Undefined variable $x in /var/www/index.php on line 3",
+    'File "/srv/app/views.py", line 88, in get',
+    "You have an error in your SQL syntax",
+    "Server: nginx/1.25.3",
+    "RSSMRA85T10A562S 12345678Z 131052-308T 123.456.789-09",
+    "v10.0.0.1 Chrome/10.0.0.1",
+    "Ⅻ٣٤٥-٦٧-٨٩٠١ ١٢٣",
+    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk",
+    "",
+    "plain words only",
+]
+
+
+def test_scan_values_matches_the_single_alternation():
+    sc = REGISTRY.scanner
+    for status in (200, 500):
+        assert sc.scan_values(SCAN_SAMPLES, status) == _reference(SCAN_SAMPLES, status)
+        for v in SCAN_SAMPLES:  # each value alone (the transaction's selection changes)
+            assert sc.scan_values([v], status) == _reference([v], status), v
+            assert list(sc.finditer(v, status)) == _reference([v], status)[0], v
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_scan_values_matches_on_random_values(seed):
+    import random
+
+    rnd = random.Random(seed)
+    pieces = [
+        "0",
+        "1",
+        "9",
+        "12",
+        "555",
+        "4111",
+        "-",
+        " ",
+        ".",
+        "+",
+        "(",
+        ")",
+        "@",
+        "a",
+        "Z",
+        "x.com",
+        "T10:00",
+        "2026-",
+        "fd",
+        ":",
+        "/",
+        "$",
+        "eyJ",
+        "at ",
+        "Exception: ",
+        "SQL",
+        "\n",
+        "é",
+        "٣",
+    ]
+    values = ["".join(rnd.choice(pieces) for _ in range(rnd.randrange(1, 30))) for _ in range(300)]
+    assert REGISTRY.scanner.scan_values(values, 200) == _reference(values)
+
+
+def test_large_json_lists_are_walked_by_column_with_the_same_locations():
+    items = [
+        {"id": i, "name": "same", "tags": ["a", "b"], "profile": {"phone": "+1 415 555 0100"}}
+        for i in range(300)
+    ]
+    items[250]["email"] = "late.user@corp.example"  # an optional member deep in the list
+    items[7]["note"] = None
+    t = tx({"items": items, "meta": {"card_number": "4111111111111111"}})
+    got = found(t)
+    assert ("pii.email", "response.body:$.items[*].email") in got
+    assert ("pii.phone", "response.body:$.items[*].profile.phone") in got
+    assert ("pii.card", "response.body:$.meta.card_number") in got
+    from discovery.detectors.context import MAX_COLUMN_VALUES, Context
+
+    ctx = Context(t, REGISTRY.scanner, Hasher(), REGISTRY.wants)
+    # values that no detector can use are not leaves: ids, "same", tags
+    assert {lf.location for lf in ctx.leaves} == {
+        "request.path",
+        "response.body:$.items[*].email",
+        "response.body:$.items[*].profile.phone",
+        "response.body:$.meta.card_number",
+    }
+    assert len(ctx.leaves_at("response.body:$.items[*].profile.phone")) == 1  # repeats looked at once
+    many = tx({"users": [{"email": f"user{i}@corp.example"} for i in range(100)]})
+    ctx = Context(many, REGISTRY.scanner, Hasher(), REGISTRY.wants)
+    assert len(ctx.leaves_at("response.body:$.users[*].email")) == MAX_COLUMN_VALUES
+    # without the registry's key filter every value is a leaf
+    full = Context(t, REGISTRY.scanner, Hasher())
+    assert "response.body:$.items[*].name" in {lf.location for lf in full.leaves}
+
+
+def test_trace_lines_in_a_json_array_are_read_together():
+    lines = PY_TB.decode().splitlines()
+    got = found(tx({"error": "boom", "trace": lines}, status=500), "errors.stack_trace")
+    assert got == {("errors.stack_trace", "response.body:$.trace[*]")}
+
+
+def test_detect_without_bodies_keeps_headers_and_url():
+    t = tx(
+        {"ssn": "668-57-7855"},
+        uri="/x?token=ghp_" + "a" * 36,
+        req_headers=(("Authorization", "Basic dXNlcjpwYXNz"),),
+    )
+    dets = {f.detector for f in REGISTRY.detect(t, bodies=False)}
+    assert {"posture.cleartext_credentials", "posture.credentials_in_url"} <= dets
+    assert "pii.ssn" not in dets
+    assert "pii.ssn" in {f.detector for f in REGISTRY.detect(t)}
+
+
+def test_fast_ssn_rules_are_stdnums():
+    import random
+
+    from stdnum.us import ssn
+
+    from discovery.detectors.pii import ssn_valid
+
+    rnd = random.Random(5)
+    values = ["078051120", "457555462", "219099999", "000123456", "666123456", "900123456", "123001234"]
+    values += ["123450000", "12345678", "１２３４５６７８９"]
+    values += ["".join(rnd.choice("0123456789") for _ in range(9)) for _ in range(3000)]
+    assert [ssn_valid(v) for v in values] == [ssn.is_valid(v) for v in values]

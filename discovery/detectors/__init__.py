@@ -14,7 +14,7 @@ to add one.
 
 from __future__ import annotations
 
-from .base import API2, API3, API8, SEVERITIES, SEVERITY_RANK, Base, Detector, Finding, Leaf
+from .base import API2, API3, API8, SEVERITIES, SEVERITY_RANK, Base, Detector, Finding, Leaf, key_words
 from .context import SCAN_CAP, Context
 from .redaction import Hasher
 from .scan import Scanner
@@ -44,12 +44,17 @@ class Registry:
     def __init__(self):
         self.detectors: list[Detector] = []
         self._scanner: Scanner | None = None
+        self._plan: list[tuple[Detector, tuple[str, ...] | None]] | None = None
+        self._keyed: list[Detector] = []
+        self._wants_cache: dict[tuple[str, str], frozenset[str]] = {}
 
     def register(self, detector: Detector) -> Detector:
         if any(d.name == detector.name for d in self.detectors):
             raise ValueError(f"detector {detector.name!r} registered twice")
         self.detectors.append(detector)
         self._scanner = None
+        self._plan = None
+        self._wants_cache = {}
         return detector
 
     @property
@@ -61,22 +66,61 @@ class Registry:
         if self._scanner is None:
             groups: dict[str, str] = {}
             needs: dict[str, object] = {}
+            necessary: dict[str, object] = {}
             for d in self.detectors:
                 for g, p in d.patterns.items():
                     if groups.get(g, p) != p:
                         raise ValueError(f"pattern group {g!r} defined differently by two detectors")
                     groups[g] = p
                 needs.update(getattr(d, "needs", {}))
+                necessary.update(getattr(d, "necessary", {}))
             order = {g: i for i, g in enumerate(PATTERN_ORDER)}
             ordered = dict(sorted(groups.items(), key=lambda kv: order.get(kv[0], len(order))))
-            self._scanner = Scanner(ordered, needs)
+            self._scanner = Scanner(ordered, needs, necessary)
         return self._scanner
 
-    def detect(self, tx, hasher: Hasher | None = None, only: set[str] | None = None) -> list[Finding]:
-        ctx = Context(tx, self.scanner, hasher)
+    def _build_plan(self) -> list[tuple[Detector, tuple[str, ...] | None]]:
+        """Per detector, the pattern groups whose hits it reads (``reads``), or None when it must
+        always run; a detector with ``reads`` runs only when one of those groups matched or
+        (``wants_key``) a leaf under a key it reads exists."""
+        plan = []
         for d in self.detectors:
+            reads = getattr(d, "reads", None)
+            plan.append((d, tuple(reads) if reads is not None else None))
+        self._keyed = [d for d in self.detectors if getattr(d, "wants_key", None) is not None]
+        self._plan = plan
+        return plan
+
+    def wants(self, key: str, parent: str) -> frozenset[str]:
+        """Names of the key-driven detectors that read a body/query value under ``key`` (inside
+        an object under ``parent``); cached per name pair."""
+        got = self._wants_cache.get((key, parent))
+        if got is None:
+            if self._plan is None:
+                self._build_plan()
+            k, words = key_words(key)
+            p, pwords = key_words(parent) if parent else ("", ())
+            probe = Leaf("", "", k, words, p, pwords)
+            got = frozenset(d.name for d in self._keyed if d.wants_key(probe))
+            if len(self._wants_cache) >= 50_000:
+                self._wants_cache.clear()
+            self._wants_cache[(key, parent)] = got
+        return got
+
+    def detect(
+        self, tx, hasher: Hasher | None = None, only: set[str] | None = None, *, bodies: bool = True
+    ) -> list[Finding]:
+        """Findings of every detector for ``tx`` (``only``: just these detectors; ``bodies=False``:
+        leave the request and response bodies out, for a sampled-out transaction)."""
+        plan = self._plan or self._build_plan()
+        ctx = Context(tx, self.scanner, hasher, self.wants, bodies)
+        hits = ctx._hits
+        wanted = ctx.wanted
+        for d, reads in plan:
             if only is not None and d.name not in only:
                 continue
+            if reads is not None and d.name not in wanted and not any(g in hits for g in reads):
+                continue  # nothing this detector reads is in the transaction
             try:
                 ctx.findings.extend(d.detect(ctx))
             except Exception as e:  # one broken detector must not stop the sensor

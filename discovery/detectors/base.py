@@ -99,6 +99,16 @@ class Base:
     # per pattern group, a prefilter: literals one of which must occur, or a regex that must
     # find something; groups without one always run (see scan.py)
     needs: dict[str, tuple[str, ...] | str] = {}
+    # per pattern group, what every match contains: literals (one of them; "(?i)x" ignores
+    # case), a regex, or a minimum number of ASCII digits; a value without it is not scanned
+    # for that group.  Groups without one are scanned in every value (correct, slower).
+    necessary: dict[str, tuple[str, ...] | str | int] = {}
+    # the pattern groups whose hits detect() reads; None: always run.  With a tuple, the
+    # registry skips the detector when none of them matched and no leaf has a key it wants.
+    reads: tuple[str, ...] | None = None
+    # key-driven detectors: wants_key(leaf) -> bool on a leaf that has only key, words,
+    # parent and parent_words set: does detect() read values under this key?  (None: no.)
+    wants_key = None
     category: str | None = None
     severity = "medium"
 

@@ -19,8 +19,7 @@ import csv
 import html
 import json
 import re
-from bisect import bisect_right
-from collections import defaultdict
+from itertools import chain, islice, repeat
 from urllib.parse import parse_qsl, unquote
 
 from .base import Finding, Hit, Leaf, key_words
@@ -30,6 +29,12 @@ from .scan import Scanner
 SCAN_CAP = 128 * 1024  # body bytes scanned per message
 MAX_LEAVES = 5000
 MAX_DEPTH = 40
+# distinct values looked at per JSON location (or CSV column) per body: a list of 2,000 users
+# is judged on its first 16 distinct emails, phones, addresses... (as many as a findings row
+# keeps hashes of)
+MAX_COLUMN_VALUES = 16
+MAX_ARRAY_LINES = 256  # values of an array of strings (lines of a trace are read in order)
+_CARD_MIN = 10**11  # a bare integer needs 12 digits to be a card number
 
 _BINARY_TYPES = (
     "image/",
@@ -170,10 +175,36 @@ def _ctype(headers) -> str:
     return ""
 
 
-class Context:
-    """Everything detectors read about one transaction (built lazily, once)."""
+# a candidate leaf, before it is known whether any detector needs it:
+# [location, value, key, parent, number, side, part, raw_name, keep, wanted]
+_LOC, _VAL, _KEY, _PARENT, _NUM, _SIDE, _PART, _RAW, _KEEP, _WANTED = range(10)
+_NONE = type(None)
+_NO_WANTS: frozenset[str] = frozenset()
+# hits of these groups make a response an error response (file paths then count) and make
+# a JSON location a text (the lines of a trace in an array are read together)
+ERROR_GROUPS = frozenset(
+    {"sql", "dbg", "tr_py", "tr_jvm", "tr_net", "tr_node", "tr_php", "tr_ruby", "tr_go", "tr_rust"}
+)
+_PATHISH = ("/", ":\\")
 
-    def __init__(self, tx, scanner: Scanner, hasher: Hasher | None = None):
+
+def _is_str(v) -> bool:
+    return type(v) is str
+
+
+class Context:
+    """Everything detectors read about one transaction (built once).
+
+    ``wants`` (given by the :class:`~discovery.detectors.Registry`) tells which key-driven
+    detectors want a JSON/form/CSV value by its key name (``wants(key, parent)`` -> detector
+    names).  With it, only the body values that some detector can use become leaves: values
+    with a pattern match, values under a key a detector reads (``password``, ``ssn``,
+    ``address``...), path-like values in error responses, and every value of a JSON location
+    that holds a stack trace; the rest of a 200-item list is never turned into objects.
+    Without it (``wants=None``) every value is a leaf, as before.
+    """
+
+    def __init__(self, tx, scanner: Scanner, hasher: Hasher | None = None, wants=None, bodies: bool = True):
         self.tx = tx
         self.status = tx.status_code or 0
         self.hash = hasher or Hasher()
@@ -183,8 +214,12 @@ class Context:
         self.response_ctype = _ctype(tx.response_headers)
         self.request_ctype = _ctype(tx.request_headers)
         self.docs_page = False  # 2xx HTML/Markdown with code blocks removed
+        self.wanted: set[str] = set()  # key-driven detectors that have a leaf to read
+        self._wants = wants
+        self._bodies = bodies  # False: headers, cookies, query and path only (a sampled-out body)
+        self._cand: list[list] = []
+        self._hits: dict[str, list[Hit]] = {}
         self._build()
-        self._hits: dict[str, list[Hit]] = defaultdict(list)
         self._scan(scanner)
 
     # ---- building leaves -----------------------------------------------------------------
@@ -199,18 +234,20 @@ class Context:
         side: str,
         part: str,
         raw_name: str = "",
+        keep: bool = True,
+        wanted: frozenset[str] | None = None,
     ) -> None:
-        if len(self.leaves) >= MAX_LEAVES or not value:
+        if len(self._cand) >= MAX_LEAVES or not value:
             return
-        k, words = key_words(key) if key else ("", ())
-        p, pwords = key_words(parent) if parent else ("", ())
-        self.leaves.append(Leaf(location, value, k, words, p, pwords, number, side, part, raw_name or key))
+        if wanted is None:
+            wanted = self._wants(key, parent) if (key and self._wants is not None) else _NO_WANTS
+        self._cand.append([location, value, key, parent, number, side, part, raw_name or key, keep, wanted])
 
     def _build(self) -> None:
         tx = self.tx
         if tx.method is not None and tx.uri:
             path, _, query = tx.uri.partition("?")
-            self._add("request.path", unquote(path), side="request", part="path")
+            self._add("request.path", unquote(path) if "%" in path else path, side="request", part="path")
             if query:
                 for name, value in parse_qsl(query, keep_blank_values=True)[:200]:
                     self._add(f"request.query:{name}", value, key=name, side="request", part="query")
@@ -245,27 +282,28 @@ class Context:
                 self._add(f"{side}.cookie:{name}", v.strip().strip('"'), key=name, side=side, part="cookie")
 
     def _body(self, side: str, body: bytes, ctype: str, truncated: bool) -> None:
-        if not body or ctype.startswith(_BINARY_TYPES):
+        if not body or not self._bodies or ctype.startswith(_BINARY_TYPES):
             return
         data = body[:SCAN_CAP]
         cut = truncated or len(body) > SCAN_CAP
         text = data.decode("utf-8", "replace")
         head = text.lstrip()[:1]
         where = f"{side}.body"
+        keep = self._wants is None
         if not cut and ("json" in ctype or (head in "{[" and head)):
             try:
                 doc = json.loads(text)
             except ValueError:
                 doc = None
             if isinstance(doc, (dict, list)):
-                self._walk(doc, where + ":$", "", "", side, 0)
+                self._column([doc], where + ":$", "", "", side, 0, keep)
                 return
         if side == "request" and "x-www-form-urlencoded" in ctype:
             for name, value in parse_qsl(text, keep_blank_values=True)[:500]:
-                self._add(f"{where}:{_jpath('$', name)}", value, key=name, side=side, part="body")
+                self._add(f"{where}:{_jpath('$', name)}", value, key=name, side=side, part="body", keep=keep)
             return
         if "csv" in ctype:
-            self._csv(text, where, side)
+            self._csv(text, where, side, keep)
             return
         ok = 200 <= self.status < 300 or side == "request"
         if "html" in ctype or "xml" in ctype or _LOOKS_HTML.search(data, 0, 2048):
@@ -280,63 +318,232 @@ class Context:
         self.body_text[side] = text
         self._add(where, text, side=side, part="body")
 
-    def _walk(self, obj, path: str, key: str, parent: str, side: str, depth: int) -> None:
-        if depth > MAX_DEPTH or len(self.leaves) >= MAX_LEAVES:
+    def _object(self, d: dict, path: str, own: str, side: str, depth: int, keep: bool) -> None:
+        """The members of one JSON object at ``path`` (``own``: the object's own key, the
+        parent of its members)."""
+        if depth > MAX_DEPTH:
             return
-        if isinstance(obj, dict):
-            for k, v in obj.items():
-                k = str(k)
-                self._walk(v, _jpath(path, k), k, key, side, depth + 1)
-        elif isinstance(obj, list):
-            for v in obj:
-                self._walk(v, path + "[*]", key, parent, side, depth + 1)
-        elif isinstance(obj, str):
-            self._add(path, obj, key=key, parent=parent, side=side, part="body")
-        elif isinstance(obj, int) and not isinstance(obj, bool):
-            self._add(path, str(obj), key=key, parent=parent, number=True, side=side, part="body")
+        cand = self._cand
+        wants = self._wants
+        for k, x in d.items():
+            t = type(x)
+            if t is str:
+                if x and len(cand) < MAX_LEAVES:
+                    w = wants(k, own) if wants is not None else _NO_WANTS
+                    cand.append([_jpath(path, k), x, k, own, False, side, "body", k, keep, w])
+            elif t is dict:
+                self._object(x, _jpath(path, k), k, side, depth + 1, keep)
+            elif t is list:
+                if x:
+                    self._column(x, _jpath(path, k) + "[*]", k, own, side, depth + 2, keep, True)
+            elif t is int:
+                self._ints([x], _jpath(path, k), k, own, side, keep)
 
-    def _csv(self, text: str, where: str, side: str) -> None:
+    def _column(
+        self,
+        col: list,
+        path: str,
+        key: str,
+        parent: str,
+        side: str,
+        depth: int,
+        keep: bool,
+        ordered: bool = False,
+    ) -> None:
+        """Every JSON value found at ``path`` (all items of an array at once: a list of 200
+        objects is walked key by key, with C-level ``map``/``dict.fromkeys``, not object by
+        object).  Locations are those of a depth-first walk (array indexes as ``[*]``); large
+        columns are deduplicated and capped (``MAX_COLUMN_VALUES`` distinct values)."""
+        if depth > MAX_DEPTH or len(self._cand) >= MAX_LEAVES:
+            return
+        if len(col) == 1:
+            v = col[0]
+            t = type(v)
+            if t is dict:
+                self._object(v, path, key, side, depth, keep)
+            elif t is list:
+                if v:
+                    self._column(v, path + "[*]", key, parent, side, depth + 1, keep, True)
+            elif t is str:
+                if v:
+                    self._add(path, v, key=key, parent=parent, side=side, part="body", keep=keep)
+            elif t is int:
+                self._ints([v], path, key, parent, side, keep)
+            return
+        if not ordered:
+            # scalars: one C pass dedups the column; only its distinct values are looked at
+            try:
+                distinct = dict.fromkeys(col)
+            except TypeError:  # objects or arrays in the column
+                distinct = None
+            if distinct is not None:
+                self._scalars(distinct, path, key, parent, side, keep)
+                return
+        types = set(map(type, col))
+        if _NONE in types:
+            types.discard(_NONE)
+            col = list(filter(None, col))  # None, and empty strings/objects, hold nothing
+        if not types or not col:
+            return
+        if len(types) == 1:
+            parts = {types.pop(): col}
+        else:
+            parts = {}
+            for v in col:
+                parts.setdefault(type(v), []).append(v)
+        strs = parts.get(str)
+        if strs:
+            # repeated values are looked at once; one array of strings keeps its order and
+            # repeats up to its own cap (the lines of a trace are read together, see text_at)
+            if not ordered:
+                strs = list(dict.fromkeys(strs))[:MAX_COLUMN_VALUES]
+            elif len(strs) > MAX_ARRAY_LINES:
+                strs = strs[:MAX_ARRAY_LINES]
+            wanted = self._wants(key, parent) if (key and self._wants is not None) else _NO_WANTS
+            cand = self._cand
+            room = MAX_LEAVES - len(cand)
+            for v in strs[:room]:
+                if v:
+                    cand.append([path, v, key, parent, False, side, "body", key, keep, wanted])
+        ints = parts.get(int)
+        if ints:
+            self._ints(ints, path, key, parent, side, keep)
+        dicts = parts.get(dict)
+        if dicts:
+            if len(dicts) == 1:
+                self._object(dicts[0], path, key, side, depth, keep)
+            else:
+                # one column per member name, taken with map(dict.get) over all the objects; the
+                # names are those of the first object unless the others hold more members
+                n = len(dicts)
+                cols = {k: list(map(dict.get, dicts, repeat(k))) for k in dicts[0]}
+                if sum(map(len, dicts)) != sum(n - c.count(None) for c in cols.values()):
+                    for k in dict.fromkeys(chain.from_iterable(dicts)):
+                        if k not in cols:
+                            cols[k] = list(map(dict.get, dicts, repeat(k)))
+                for k, sub in cols.items():
+                    self._column(sub, _jpath(path, k), k, key, side, depth + 1, keep)
+        lists = parts.get(list)
+        if lists:
+            self._column(list(chain.from_iterable(lists)), path + "[*]", key, parent, side, depth + 1, keep)
+
+    def _scalars(self, distinct: dict, path: str, key: str, parent: str, side: str, keep: bool) -> None:
+        """The distinct scalar values of a column (strings capped, numbers as in _ints)."""
+        types = set(map(type, distinct))
+        if str in types:
+            if len(types) == 1:
+                strs = list(islice(distinct, MAX_COLUMN_VALUES + 1))
+            else:
+                strs = list(islice(filter(_is_str, distinct), MAX_COLUMN_VALUES + 1))
+            wanted = self._wants(key, parent) if (key and self._wants is not None) else _NO_WANTS
+            cand = self._cand
+            n = 0
+            for v in strs:
+                if v and n < MAX_COLUMN_VALUES and len(cand) < MAX_LEAVES:
+                    cand.append([path, v, key, parent, False, side, "body", key, keep, wanted])
+                    n += 1
+        if int in types:
+            self._ints(
+                [x for x in distinct if type(x) is int] if len(types) > 1 else list(distinct),
+                path,
+                key,
+                parent,
+                side,
+                keep,
+            )
+
+    def _ints(self, ints: list, path: str, key: str, parent: str, side: str, keep: bool) -> None:
+        # a bare number only matters under a key that names it (phone, ssn, national id) or
+        # when it is long enough to be a card number (12 digits); others never become leaves
+        if not keep and not (key and self._wants is not None and self._wants(key, parent)):
+            if max(ints) < _CARD_MIN and min(ints) > -_CARD_MIN:
+                return
+            ints = [x for x in ints if x >= _CARD_MIN or x <= -_CARD_MIN]
+        if len(ints) > 1:
+            ints = list(dict.fromkeys(ints))[:MAX_COLUMN_VALUES]
+        for x in ints:
+            self._add(path, str(x), key=key, parent=parent, number=True, side=side, part="body", keep=keep)
+
+    def _csv(self, text: str, where: str, side: str, keep: bool) -> None:
         rows = csv.reader(text.splitlines()[:2001])
         try:
             header = next(rows)
+            body = list(rows)
         except (StopIteration, csv.Error):
             return
-        try:
-            for row in rows:
-                for name, value in zip(header, row):
-                    self._add(f"{where}:{_jpath('$[*]', name)}", value, key=name, side=side, part="body")
-        except csv.Error:
-            pass
+        for i, name in enumerate(header):
+            col = [row[i] for row in body if len(row) > i]
+            if len(col) > MAX_COLUMN_VALUES:
+                col = list(dict.fromkeys(col))[:MAX_COLUMN_VALUES]
+            loc = f"{where}:{_jpath('$[*]', name)}"
+            for value in col:
+                self._add(loc, value, key=name, side=side, part="body", keep=keep)
 
     # ---- the one pass --------------------------------------------------------------------
     def _scan(self, scanner: Scanner) -> None:
-        """One pass over all leaves joined by NUL; opaque tokens (most of the bytes of a typical
-        API request: bearer tokens, session ids) only need the token formats, so they are
-        matched on their own against those groups instead of going through every pattern."""
-        starts, pos, parts, leaves = [], 0, [], []
-        for leaf in self.leaves:
-            v = leaf.value
+        """Pattern matches for every candidate value, then the leaves.  Opaque tokens (most of
+        the bytes of a typical API request: bearer tokens, session ids) only need the token
+        formats, so they are matched on their own against those groups; every other value is
+        scanned by :meth:`Scanner.scan_many` with the groups selected for the whole
+        transaction (prefilters on all its text)."""
+        cands = self._cand
+        found: list = [None] * len(cands)
+        plain: list[str] = []
+        where: list[int] = []
+        for i, c in enumerate(cands):
+            v = c[_VAL]
             if len(v) >= 40 and _OPAQUE.fullmatch(v):
-                for group, s, e in scanner.finditer(v, self.status, OPAQUE_GROUPS):
-                    self._hits[group].append(Hit(group, v[s:e], leaf, s, e))
-                continue
-            leaf.start = pos
-            starts.append(pos)
+                found[i] = scanner.scan_only(v, OPAQUE_GROUPS)
+            else:
+                plain.append(v)
+                where.append(i)
+        if plain:
+            for i, got in zip(where, scanner.scan_values(plain, self.status)):
+                found[i] = got
+        # which candidates become leaves
+        error = self.status >= 400
+        trace_locs = set()
+        for i, got in enumerate(found):
+            if got:
+                for g, _s, _e in got:
+                    if g in ERROR_GROUPS:
+                        error = True
+                        trace_locs.add(cands[i][_LOC])
+        hits = self._hits
+        leaves = self.leaves
+        wanted = self.wanted
+        for i, c in enumerate(cands):
+            got = found[i]
+            if not (got or c[_KEEP] or c[_WANTED] or c[_LOC] in trace_locs):
+                if not (
+                    error
+                    and c[_SIDE] == "response"
+                    and not c[_NUM]
+                    and (_PATHISH[0] in c[_VAL] or _PATHISH[1] in c[_VAL])
+                ):
+                    continue
+            if len(leaves) >= MAX_LEAVES:
+                break
+            key, parent = c[_KEY], c[_PARENT]
+            k, words = key_words(key) if key else ("", ())
+            p, pwords = key_words(parent) if parent else ("", ())
+            leaf = Leaf(c[_LOC], c[_VAL], k, words, p, pwords, c[_NUM], c[_SIDE], c[_PART], c[_RAW])
             leaves.append(leaf)
-            parts.append(v)
-            pos += len(v) + 1
-        if not parts:
-            return
-        text = "\x00".join(parts)
-        for group, s, e in scanner.finditer(text, self.status):
-            i = bisect_right(starts, s) - 1
-            leaf = leaves[i]
-            if e > leaf.start + len(leaf.value):  # never spans two leaves (NUL separates them)
-                e = leaf.start + len(leaf.value)
-            self._hits[group].append(Hit(group, text[s:e], leaf, s - leaf.start, e - leaf.start))
+            if c[_WANTED]:
+                wanted.update(c[_WANTED])
+            if got:
+                v = c[_VAL]
+                for g, s, e in got:
+                    hit = Hit(g, v[s:e], leaf, s, e)
+                    lst = hits.get(g)
+                    if lst is None:
+                        hits[g] = [hit]
+                    else:
+                        lst.append(hit)
+        self._cand = []
 
     def hits(self, group: str) -> list[Hit]:
-        return self._hits.get(group, [])
+        return self._hits.get(group) or []
 
     def has_hits(self) -> bool:
         return bool(self._hits)
@@ -350,5 +557,14 @@ class Context:
         return "\n".join(lf.value for lf in self.leaves if lf.location == location)
 
 
+_JPATHS: dict[tuple[str, str], str] = {}
+
+
 def _jpath(path: str, key: str) -> str:
-    return f"{path}.{key}" if _SIMPLE_KEY.match(key) else f"{path}[{json.dumps(key)}]"
+    got = _JPATHS.get((path, key))
+    if got is None:
+        got = f"{path}.{key}" if _SIMPLE_KEY.match(key) else f"{path}[{json.dumps(key)}]"
+        if len(_JPATHS) >= 20_000:
+            _JPATHS.clear()
+        _JPATHS[(path, key)] = got
+    return got

@@ -60,6 +60,8 @@ class InternalIP(Base):
     category = API8
     severity = "low"
     needs = {"ipv6": r"[fF][cdeCDE][0-9a-fA-F]{1,2}:"}
+    necessary = {"ipv4": 4, "ipv6": needs["ipv6"]}
+    reads = ("ipv4", "ipv6")
     patterns = {
         "ipv4": r"(?<![\w.-])(?<![\w.-]/)(?:25[0-5]|2[0-4]\d|1?\d?\d)(?:\.(?:25[0-5]|2[0-4]\d|1?\d?\d)){3}"
         r"(?![\w-]|\.\d)",
@@ -154,6 +156,38 @@ class VersionBanner(Base):
         r"|Caddy|WEBrick"
         r"|Puma|Tengine|LiteSpeed|PHP|Django|Python|\.NET|Express|Node\.js|Ruby|Rails|Spring|WildFly"
         r"|JBoss|GlassFish|Envoy)[^\n]{0,12}\d\.\d"
+    }
+    necessary = {
+        "banner": (
+            "nginx",
+            "Apache",
+            "IIS",
+            "lighttpd",
+            "openresty",
+            "Jetty",
+            "Werkzeug",
+            "gunicorn",
+            "uvicorn",
+            "Kestrel",
+            "Caddy",
+            "WEBrick",
+            "Puma",
+            "Tengine",
+            "LiteSpeed",
+            "PHP",
+            "Django",
+            "Python",
+            ".NET",
+            "Express",
+            "Node.js",
+            "Ruby",
+            "Rails",
+            "Spring Boot",
+            "WildFly",
+            "JBoss",
+            "GlassFish",
+            "Envoy",
+        )
     }
     patterns = {
         "banner": r"\b(?:nginx|Apache(?: Tomcat)?|Microsoft-IIS|lighttpd|openresty|Jetty|Werkzeug"

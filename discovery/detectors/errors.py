@@ -97,7 +97,29 @@ class StackTrace(Base):
         "tr_go": ("goroutine", "panic: "),
         "tr_rust": ("panicked at",),
     }
+    # what every anchor match contains (the prefilters above are not all necessary: ".NET's
+    # "at System." frames and PHP's "Warning: ..." lines carry none of them)
+    necessary = {
+        "tr_py": ("Traceback (most recent call last)", 'File "', "File /"),
+        "tr_jvm": (
+            ".java",
+            ".kt",
+            ".scala",
+            ".groovy",
+            ".clj",
+            "Native Method",
+            "Unknown Source",
+            'Exception in thread "',
+        ),
+        "tr_net": ("--- End of", "Exception: ", ":line ", "at System."),
+        "tr_node": ("at ",),
+        "tr_php": (".php", "atal error", "Warning", "Notice", "Parse error", "Deprecated", "Stack trace:"),
+        "tr_ruby": (".rb:",),
+        "tr_go": ("goroutine ", "panic: "),
+        "tr_rust": ("panicked at",),
+    }
     patterns = ANCHORS
+    reads = tuple(ANCHORS)
 
     def detect(self, ctx) -> Iterator[Finding]:
         done = set()
@@ -254,7 +276,9 @@ class DebugPage(Base):
             "profiles available",
         )
     }
+    necessary = needs
     patterns = {"dbg": "|".join(f"(?:{p})" for _, p, _ in DEBUG_PAGES)}
+    reads = ("dbg",)
 
     def detect(self, ctx) -> Iterator[Finding]:
         for h in ctx.hits("dbg"):
@@ -371,7 +395,9 @@ class SqlError(Base):
             "unrecognized token",
         )
     }
+    necessary = {"sql": (*needs["sql"], "check the manual")}  # MariaDB's message names no SQL
     patterns = {"sql": "|".join(f"(?:{p})" for _, p in SQL_SIGNATURES)}
+    reads = ("sql",)
 
     def detect(self, ctx) -> Iterator[Finding]:
         seen = set()

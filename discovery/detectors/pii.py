@@ -104,6 +104,8 @@ def _sev(leaf: Leaf, high: str) -> tuple[str, str | None]:
 class Email(Base):
     name = "pii.email"
     needs = {"email": ("@",)}
+    necessary = {"email": ("@",)}
+    reads = ("email",)
     patterns = {
         "email": r"(?<![\w.%+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@(?:[A-Za-z0-9-]{1,63}\.){1,8}"
         r"[A-Za-z]{2,24}(?![\w-])"
@@ -192,12 +194,18 @@ def parse_phone(value: str, strict: bool):
 
 class Phone(Base):
     name = "pii.phone"
+    necessary = {"phone": 6}  # digits: (2-4) (2-4) (2-5), or +8..15
+    reads = ("phone",)
     patterns = {
         "phone": r"(?<![\w+.-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?|\d{2,4}[ .-])\d{2,4}[ .-]\d{2,5}"
         r"(?:[ .-]\d{2,4})?(?![\w-]|[.,]\d)"
         r"|(?<![\w+])\+\d{8,15}(?![\w.])",
     }
     _digits = re.compile(r"\d")
+
+    @staticmethod
+    def wants_key(leaf: Leaf) -> bool:
+        return _phone_key(leaf)
 
     def detect(self, ctx) -> Iterator[Finding]:
         seen = set()
@@ -252,6 +260,20 @@ SSN_KEYS = frozenset(
 )
 
 
+_SSN_BLACKLIST = frozenset(getattr(us_ssn, "_ssn_blacklist", ()))
+
+
+def ssn_valid(digits: str) -> bool:
+    """``stdnum.us.ssn.is_valid`` for nine ASCII digits (the same rules, without stdnum's
+    per-character Unicode cleaning); anything else goes to stdnum."""
+    if len(digits) != 9 or not (digits.isascii() and digits.isdigit()) or not _SSN_BLACKLIST:
+        return us_ssn.is_valid(digits)
+    area, group, serial = digits[:3], digits[3:5], digits[5:]
+    if area in ("000", "666") or area[0] == "9" or group == "00" or serial == "0000":
+        return False
+    return f"{area}-{group}-{serial}" not in _SSN_BLACKLIST
+
+
 def _ssn_key(leaf: Leaf) -> bool:
     return leaf.key in SSN_KEYS or (
         "ssn" in leaf.words and not {"last", "last4", "4", "masked"} & set(leaf.words)
@@ -261,20 +283,26 @@ def _ssn_key(leaf: Leaf) -> bool:
 class SSN(Base):
     name = "pii.ssn"
     patterns = {"ssn": r"(?<![\w-])\d{3}-\d{2}-\d{4}(?![\w-])"}
+    necessary = {"ssn": 9}
+    reads = ("ssn",)
+
+    @staticmethod
+    def wants_key(leaf: Leaf) -> bool:
+        return _ssn_key(leaf)
 
     def detect(self, ctx) -> Iterator[Finding]:
         seen = set()
         for leaf in ctx.leaves:
             if leaf.key and _ssn_key(leaf) and leaf.part in ("body", "query"):
-                digits = re.sub(r"[ -]", "", leaf.value)
-                if len(digits) == 9 and us_ssn.is_valid(digits):
+                digits = leaf.value.replace(" ", "").replace("-", "")
+                if len(digits) == 9 and ssn_valid(digits):
                     seen.add(leaf.location)
                     yield self._make(ctx, leaf, digits, "high")
         for h in ctx.hits("ssn"):
             if h.leaf.location in seen or h.leaf.part in ("path", "header", "cookie"):
                 continue
             digits = h.text.replace("-", "")
-            if us_ssn.is_valid(digits):
+            if ssn_valid(digits):
                 seen.add(h.leaf.location)
                 yield self._make(ctx, h.leaf, digits, "medium")
 
@@ -412,6 +440,8 @@ def _card_key(leaf: Leaf) -> bool:
 
 class Card(Base):
     name = "pii.card"
+    necessary = {"card": 12}
+    reads = ("card",)
     patterns = {"card": r"(?<![\w.,$€£-])\d(?:[ -]?\d){11,18}(?![\w]|[.,]\d|-\d)"}
 
     def detect(self, ctx) -> Iterator[Finding]:
@@ -462,6 +492,8 @@ def _grouped(raw: str) -> bool:
 class IBAN(Base):
     name = "pii.iban"
     needs = {"iban": r"[A-Z]{2}\d\d ?[A-Z0-9]{4}"}
+    necessary = needs
+    reads = ("iban",)
     patterns = {"iban": r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b"}
 
     def detect(self, ctx) -> Iterator[Finding]:
@@ -569,6 +601,8 @@ _BY_KIND = {kind: mod for kind, mod in VALIDATORS.values()}
 class NationalId(Base):
     name = "pii.national_id"
     severity = "high"
+    necessary = {"natid": 7}  # digits: codice fiscale 7, DNI 7, CPF 11, HETU 9, personnummer 10
+    reads = ("natid",)
     patterns = {
         "natid": r"\b\d{3}\.\d{3}\.\d{3}-\d{2}\b"  # br cpf
         r"|\b[A-Z]{6}\d{2}[A-EHLMPR-T]\d{2}[A-Z]\d{3}[A-Z]\b"  # it codice fiscale
@@ -582,14 +616,7 @@ class NationalId(Base):
         for leaf in ctx.leaves:
             if leaf.part not in ("body", "query") or not leaf.key or len(leaf.value) > 32:
                 continue
-            kinds = None
-            spec = VALIDATORS.get(leaf.key) or next(
-                (VALIDATORS[w] for w in leaf.words if w in VALIDATORS), None
-            )
-            if spec is not None:
-                kinds = [spec[0]]
-            elif leaf.key in GENERIC_ID_KEYS or ({"national", "id"} <= set(leaf.words)):
-                kinds = GENERIC_ORDER
+            kinds = self._kinds(leaf)
             if not kinds:
                 continue
             kind = self._valid(leaf.value, kinds)
@@ -603,6 +630,19 @@ class NationalId(Base):
             if kind:
                 seen.add(h.leaf.location)
                 yield self._make(ctx, h.leaf, kind, h.text, "medium")
+
+    @staticmethod
+    def _kinds(leaf: Leaf) -> list[str] | None:
+        spec = VALIDATORS.get(leaf.key) or next((VALIDATORS[w] for w in leaf.words if w in VALIDATORS), None)
+        if spec is not None:
+            return [spec[0]]
+        if leaf.key in GENERIC_ID_KEYS or ({"national", "id"} <= set(leaf.words)):
+            return GENERIC_ORDER
+        return None
+
+    @classmethod
+    def wants_key(cls, leaf: Leaf) -> bool:
+        return cls._kinds(leaf) is not None
 
     @staticmethod
     def _valid(value: str, kinds) -> str | None:
@@ -662,15 +702,18 @@ _DATE = re.compile(
 
 class DateOfBirth(Base):
     name = "pii.dob"
+    reads = ()
+
+    @staticmethod
+    def wants_key(leaf: Leaf) -> bool:
+        return leaf.key in DOB_KEYS or bool({"birth"} & set(leaf.words) and {"date", "day"} & set(leaf.words))
 
     def detect(self, ctx) -> Iterator[Finding]:
         this_year = date.today().year
         for leaf in ctx.leaves:
             if leaf.part not in ("body", "query") or leaf.number:
                 continue
-            if leaf.key not in DOB_KEYS and not (
-                {"birth"} & set(leaf.words) and {"date", "day"} & set(leaf.words)
-            ):
+            if not self.wants_key(leaf):
                 continue
             m = _DATE.match(leaf.value.strip())
             if not m:
@@ -751,18 +794,23 @@ _NOT_ADDRESS = re.compile(r"^(?:[\d.:/]+|\S+@\S+|https?://\S+|[0-9a-fA-F:]+)$")
 
 class Address(Base):
     name = "pii.address"
+    reads = ()
+
+    @staticmethod
+    def wants_key(leaf: Leaf) -> bool:
+        words = set(leaf.words)
+        own = bool(ADDRESS_WORDS & words or "address" in leaf.key or "street" in leaf.key)
+        inherited = leaf.key in ("line1", "line2", "street", "streetaddress") or (
+            bool({"address", "addr"} & set(leaf.parent_words))
+            and bool({"street", "line", "line1", "1"} & words)
+        )
+        return (own or inherited) and not ADDRESS_NOT & words
 
     def detect(self, ctx) -> Iterator[Finding]:
         for leaf in ctx.leaves:
             if leaf.part != "body" or leaf.number or not leaf.key:
                 continue
-            words = set(leaf.words)
-            own = bool(ADDRESS_WORDS & words or "address" in leaf.key or "street" in leaf.key)
-            inherited = leaf.key in ("line1", "line2", "street", "streetaddress") or (
-                bool({"address", "addr"} & set(leaf.parent_words))
-                and {"street", "line", "line1", "1"} & words
-            )
-            if not (own or inherited) or ADDRESS_NOT & words:
+            if not self.wants_key(leaf):
                 continue
             v = leaf.value.strip()
             if not 6 <= len(v) <= 200 or _NOT_ADDRESS.match(v) or not _STREET.search(v):

@@ -179,6 +179,7 @@ class JwtAlgNone(Base):
     name = "posture.jwt_alg_none"
     category = API2
     severity = "high"
+    reads = ("jwt",)
     _loose = re.compile(r"(?<![\w-])eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*")
 
     def detect(self, ctx) -> Iterator[Finding]:

@@ -206,6 +206,35 @@ def github_checksum_ok(token: str) -> bool:
 
 class ApiKey(Base):
     name = "secrets.api_key"
+    reads = ("token",)
+    necessary = {
+        "token": (
+            "AKIA",
+            "ASIA",
+            "AGPA",
+            "AIDA",
+            "AROA",
+            "ANPA",
+            "ANVA",
+            "AIPA",
+            "ghp_",
+            "gho_",
+            "ghu_",
+            "ghs_",
+            "ghr_",
+            "github_pat_",
+            "glpat-",
+            "xox",
+            "k_live_",
+            "k_test_",
+            "AIza",
+            "SG.",
+            "npm_",
+            "sk-",
+            "https://hooks.slack.com/services/",
+            "(?i)secret",
+        )
+    }
     needs = {
         "token": (
             "AKIA",
@@ -304,6 +333,10 @@ class ApiKey(Base):
                 ctx, leaf.location, kind, mask_secret(v), v, severity=sev, category=cat, confidence="medium"
             )
 
+    @classmethod
+    def wants_key(cls, leaf: Leaf) -> bool:
+        return bool(leaf.key) and cls._secret_key(leaf)
+
     @staticmethod
     def _secret_key(leaf: Leaf) -> bool:
         if leaf.key in SECRET_KEYS:
@@ -318,6 +351,8 @@ class PrivateKey(Base):
     name = "secrets.private_key"
     severity = "critical"
     needs = {"pem": ("PRIVATE KEY",)}
+    necessary = needs
+    reads = ("pem",)
     patterns = {"pem": r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"}
     _body = re.compile(
         r"-----BEGIN ([A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?)-----\s*([A-Za-z0-9+/=\s:,-]{40,}?)"
@@ -348,13 +383,19 @@ class PrivateKey(Base):
 
 class Password(Base):
     name = "secrets.password"
+    reads = ()
+
+    @staticmethod
+    def wants_key(leaf: Leaf) -> bool:
+        w = set(leaf.words)
+        named = PASSWORD_WORDS & w or "password" in leaf.key or "passwd" in leaf.key
+        return bool(named) and not PASSWORD_NOT & w
 
     def detect(self, ctx) -> Iterator[Finding]:
         for leaf in ctx.leaves:
             if leaf.part != "body" or not leaf.key or leaf.number or not _side_ok(leaf):
                 continue
-            w = set(leaf.words)
-            if not (PASSWORD_WORDS & w or "password" in leaf.key or "passwd" in leaf.key) or PASSWORD_NOT & w:
+            if not self.wants_key(leaf):
                 continue
             v = leaf.value
             if not 1 <= len(v) <= 256 or _MASKED.match(v.strip()) or any(rx.match(v) for _, rx in _HASHES):
@@ -368,6 +409,8 @@ class Password(Base):
 class PasswordHash(Base):
     name = "secrets.password_hash"
     needs = {"pwhash": ("$",)}
+    necessary = needs
+    reads = ("pwhash",)
     patterns = {
         "pwhash": r"\$(?:2[abxy]?|argon2(?:id|i|d)|[156y]|apr1)\$[^\s\"'\x00]{20,}"
         r"|pbkdf2_sha(?:256|1)\$\d+\$[^\s\"'\x00]{20,}"
@@ -424,6 +467,8 @@ class JWT(Base):
     name = "secrets.jwt"
     severity = "low"
     needs = {"jwt": ("eyJ",)}
+    necessary = needs
+    reads = ("jwt",)
     patterns = {"jwt": r"(?<![\w-])eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*"}
 
     def detect(self, ctx) -> Iterator[Finding]:

@@ -213,9 +213,11 @@ def transactions(files: tuple[str, ...], as_json: bool, body_cap, max_flows) -> 
 @click.option("--force", is_flag=True, help="Count captures again even if already replayed into --db.")
 @click.option("--graph", "graph_path", type=click.Path(dir_okay=False), default=None, metavar="FILE",
               help="Also draw the dependency map to FILE (.png .svg .pdf .dot .graphml .json).")
+@click.option("--keep-raw-samples", "keep_raw", is_flag=True,
+              help="Store samples and URIs UNREDACTED (the database then holds sensitive values).")
 @common
 def replay(files: tuple[str, ...], db_path: str, as_json: bool, progress, workers, body_cap,
-           max_flows, force: bool = False, graph_path: str | None = None) -> None:
+           max_flows, force: bool = False, graph_path: str | None = None, keep_raw: bool = False) -> None:
     """Replay FILES through the sensor and store what it saw in the SQLite file --db."""
     from discovery.store import Store
 
@@ -225,7 +227,7 @@ def replay(files: tuple[str, ...], db_path: str, as_json: bool, progress, worker
     opened = _open(files)
     _check_linktypes(opened)
     try:
-        store = Store(db_path)
+        store = Store(db_path, keep_raw_samples=keep_raw or None)
     except Exception as e:  # sqlite3.DatabaseError and friends: one line, no traceback
         _fail(f"{db_path}: cannot open as a SQLite database ({e})")
     from discovery.inventory import replay_guard

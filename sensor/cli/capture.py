@@ -116,7 +116,7 @@ def capture(iface, bpf, db_path, duration, snaplen, no_promisc, pcap_dir, rotate
     stats = Stats()
     start = time.monotonic()
     deadline = start + duration if duration else None
-    t_flush = t_stats = start
+    t_flush = t_stats = t_next = start
 
     def flush() -> None:
         for s in sinks:
@@ -144,9 +144,10 @@ def capture(iface, bpf, db_path, duration, snaplen, no_promisc, pcap_dir, rotate
                 if writer is not None:
                     writer.write(rec[0], rec[2])
                 n += 1
-                if n & 1023 and pending[0] < FLUSH_EVERY:
-                    continue
+                if pending[0] < FLUSH_EVERY and time.monotonic() < t_next:
+                    continue  # housekeeping at most 4 times a second (a busy link has no idle reads)
             now = time.monotonic()
+            t_next = now + 0.25
             if rec is None:
                 p.tick(time.time())
             if now - t_flush >= flush_interval or pending[0] >= FLUSH_EVERY:
@@ -185,6 +186,9 @@ def capture(iface, bpf, db_path, duration, snaplen, no_promisc, pcap_dir, rotate
                 pool.stop()
         pool.close()
         stats, kernel = _total(pool)
+        for i, code in pool.lost.items():
+            click.echo(f"apisensor: warning: capture worker {i} was killed (exit {code}): the flows it "
+                       "held are lost", err=True)
     results: dict = {}
     for s in sinks:
         results.update(s.finish() or {})
