@@ -1,4 +1,5 @@
 import os
+import sqlite3
 import sys
 
 import pytest
@@ -18,3 +19,19 @@ def corpus_path(name: str) -> str:
     if not os.path.exists(path):
         pytest.skip(f"shared corpus not present: {path}")
     return path
+
+
+def all_text(db_path: str):
+    """(table, column, text) for every text or blob cell of every table of a SQLite file."""
+    con = sqlite3.connect(db_path)
+    try:
+        for (table,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
+            cols = [r[1] for r in con.execute(f'PRAGMA table_info("{table}")')]
+            for row in con.execute(f'SELECT * FROM "{table}"'):
+                for col, v in zip(cols, row):
+                    if isinstance(v, bytes):
+                        v = v.decode("latin-1")
+                    if isinstance(v, str):
+                        yield table, col, v
+    finally:
+        con.close()

@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 from click.testing import CliRunner
-from conftest import PCAPS, ROOT
+from conftest import PCAPS, ROOT, all_text
 
 from discovery.detectors.evaluate import load_labels
 from discovery.findings import TABLE, Findings
@@ -45,34 +45,20 @@ def fixture_db(tmp_path_factory):
     return path, labels, summary
 
 
-def _all_text(db_path: str):
-    """(table, column, text) for every text or blob cell of every table."""
-    con = sqlite3.connect(db_path)
-    for (table,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
-        cols = [r[1] for r in con.execute(f'PRAGMA table_info("{table}")')]
-        for row in con.execute(f'SELECT * FROM "{table}"'):
-            for col, v in zip(cols, row):
-                if isinstance(v, bytes):
-                    v = v.decode("latin-1")
-                if isinstance(v, str):
-                    yield table, col, v
-    con.close()
-
-
 def test_no_raw_sensitive_value_in_the_database(fixture_db):
     path, labels, _ = fixture_db
     values = {v for s in labels.values() for v in s["sensitive"] if len(v) >= 6}
     uri_values = {v for s in labels.values() for v in s["uri_sensitive"] if len(v) >= 6}
     assert len(values) > 150 and len(uri_values) > 5
     leaks = set()
-    for table, col, text in _all_text(path):
+    for table, col, text in all_text(path):
         for v in values | uri_values:
             if v in text:
                 leaks.add((table, col, v[:12]))
     # nowhere, transactions.uri included: the store redacts URL-borne secrets in the request
     # line too (discovery/redact.py; tests/test_redaction.py covers every sink and the exports)
     assert not leaks, sorted(leaks)[:10]
-    findings_text = " ".join(t for tbl, _c, t in _all_text(path) if tbl == TABLE)
+    findings_text = " ".join(t for tbl, _c, t in all_text(path) if tbl == TABLE)
     assert not any(v in findings_text for v in values | uri_values)
 
 
@@ -85,7 +71,7 @@ def test_the_scan_itself_would_catch_a_leak(fixture_db, tmp_path):
     con.execute("INSERT INTO t VALUES (?)", (f"evidence: {secret}",))
     con.commit()
     con.close()
-    assert any(secret in text for _t, _c, text in _all_text(leaky))
+    assert any(secret in text for _t, _c, text in all_text(leaky))
 
 
 def test_findings_are_deduplicated_with_counts(fixture_db):

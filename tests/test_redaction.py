@@ -21,7 +21,7 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 from click.testing import CliRunner
-from conftest import PCAPS, ROOT
+from conftest import PCAPS, ROOT, all_text
 
 from discovery.detectors.evaluate import load_labels
 from discovery.detectors.redaction import Hasher
@@ -79,22 +79,6 @@ def forms(value: str) -> set[str]:
     if len(digits) >= 9 and re.fullmatch(r"[\d\s().+-]+", value):
         out.add(digits)
     return out
-
-
-def all_text(db_path: str):
-    """(table, column, text) for every text or blob cell of every table."""
-    con = sqlite3.connect(db_path)
-    try:
-        for (table,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
-            cols = [r[1] for r in con.execute(f'PRAGMA table_info("{table}")')]
-            for row in con.execute(f'SELECT * FROM "{table}"'):
-                for col, v in zip(cols, row):
-                    if isinstance(v, bytes):
-                        v = v.decode("latin-1")
-                    if isinstance(v, str):
-                        yield table, col, v
-    finally:
-        con.close()
 
 
 def leaks_in(cells, values: set[str]) -> dict[tuple[str, str], set[str]]:
