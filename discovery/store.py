@@ -32,6 +32,11 @@ from .redact import Redactor, env_keep_raw, hash_key, warn_keep_raw
 
 SCHEMA_VERSION = 1
 
+# runs columns for crash safety: who writes (host:pid), what (capture fingerprints), the tables
+# that existed when it started, and how many transactions its last commit covered.
+RUN_COLUMNS = {"owner": "text", "fingerprints": "text", "journal_tables": "text",
+               "committed_transactions": "integer", "committed_at": "text"}
+
 
 def _create_private(path: str) -> None:
     if path != ":memory:" and not os.path.exists(path):
@@ -72,6 +77,10 @@ class Store:
                 },
                 pk="id",
             )
+        have = {c.name for c in db["runs"].columns}
+        for col in RUN_COLUMNS:  # added in later versions: crash safety (discovery/journal.py)
+            if col not in have:
+                db.execute(f"alter table runs add column {col} {RUN_COLUMNS[col]}")
         if "transactions" not in db.table_names():
             db["transactions"].create(
                 {
@@ -108,10 +117,14 @@ class Store:
         return self._redactor
 
     # ---- runs --------------------------------------------------------------------------------
-    def begin_run(self, sources: list[str]) -> int:
+    def begin_run(self, sources: list[str], fingerprints: list[str] | None = None) -> int:
+        from .journal import owner
+
         with self.db.conn:
             row = self.db["runs"].insert(
-                {"started_at": _now(), "status": "running", "sources": json.dumps(sources)}
+                {"started_at": _now(), "status": "running", "sources": json.dumps(sources),
+                 "owner": owner(), "committed_transactions": 0,
+                 "fingerprints": json.dumps(fingerprints) if fingerprints is not None else None}
             )
             if self.keep_raw_samples:
                 got = self.db.execute("SELECT value FROM meta WHERE key = 'raw_samples_runs'").fetchone()
@@ -129,12 +142,21 @@ class Store:
         fields = {k: stats.get(k) for k in (
             "packets", "bytes", "flows", "http_flows", "tls_flows", "other_flows", "transactions",
             "truncated_files")}
+        from .journal import disarm
+
         with self.db.conn:
             self.db["runs"].update(run_id, {
                 **fields, "finished_at": _now(), "status": status,
                 "anomalies": json.dumps(anomalies, sort_keys=True),
                 "warnings": json.dumps(warnings or []),
             })
+            disarm(self.db, run_id)  # the run is complete: its undo journal goes in the same commit
+
+    def checkpoint(self, run_id: int, transactions: int) -> None:
+        """Record that the sinks' writes for the first ``transactions`` are committed."""
+        with self.db.conn:
+            self.db.execute("update runs set committed_transactions = ?, committed_at = ? where id = ?",
+                            [transactions, _now(), run_id])
 
     # ---- transactions ------------------------------------------------------------------------
     def add_transactions(self, run_id: int, txs: list) -> None:

@@ -96,13 +96,9 @@ SINKS = [
 
 
 def _sinks(store, run_id: int) -> list:
-    import importlib
+    from discovery.recorder import make_sinks
 
-    out = []
-    for spec in SINKS:
-        mod, _, cls = spec.partition(":")
-        out.append(getattr(importlib.import_module(mod), cls)(store, run_id))
-    return out
+    return make_sinks(store, run_id, SINKS)
 
 
 _common = [
@@ -215,10 +211,19 @@ def transactions(files: tuple[str, ...], as_json: bool, body_cap, max_flows) -> 
               help="Also draw the dependency map to FILE (.png .svg .pdf .dot .graphml .json).")
 @click.option("--keep-raw-samples", "keep_raw", is_flag=True,
               help="Store samples and URIs UNREDACTED (the database then holds sensitive values).")
+@click.option("--flush-every", type=click.IntRange(1), default=FLUSH_EVERY, show_default=True, metavar="N",
+              help="Transactions between two commits to --db (a commit survives a kill).")
+@click.option("-v", "--verbose", is_flag=True, help="Report each commit on stderr.")
 @common
 def replay(files: tuple[str, ...], db_path: str, as_json: bool, progress, workers, body_cap,
-           max_flows, force: bool = False, graph_path: str | None = None, keep_raw: bool = False) -> None:
-    """Replay FILES through the sensor and store what it saw in the SQLite file --db."""
+           max_flows, force: bool = False, graph_path: str | None = None, keep_raw: bool = False,
+           flush_every: int = FLUSH_EVERY, verbose: bool = False) -> None:
+    """Replay FILES through the sensor and store what it saw in the SQLite file --db.
+
+    Commits every --flush-every transactions. If a replay is killed, running the same
+    command again rolls back the partial run and replays from the start, so nothing is
+    counted twice; the same capture is never counted twice unless --force.
+    """
     from discovery.store import Store
 
     from ..pipeline import Pipeline
@@ -230,29 +235,23 @@ def replay(files: tuple[str, ...], db_path: str, as_json: bool, progress, worker
         store = Store(db_path, keep_raw_samples=keep_raw or None)
     except Exception as e:  # sqlite3.DatabaseError and friends: one line, no traceback
         _fail(f"{db_path}: cannot open as a SQLite database ({e})")
-    from discovery.inventory import replay_guard
+    from discovery.recorder import Recorder, RunRefused, start_run
 
-    if (msg := replay_guard(store.db, [f.path for f in opened], force)) is not None:
+    paths = [f.path for f in opened]
+    try:
+        run_id, sinks = start_run(store, paths, SINKS, files=paths, force=force,
+                                  notify=lambda m: click.echo(f"apisensor: {m}", err=True))
+    except RunRefused as e:
         store.close()
-        click.echo(f"apisensor: {msg}", err=True)
-        sys.exit(0 if msg.startswith("already") else EXIT_BAD_INPUT)
-    run_id = store.begin_run([f.path for f in opened])
-    sinks = _sinks(store, run_id)
-    since_flush = [0]
+        click.echo(f"apisensor: {e}", err=True)
+        sys.exit(0 if e.harmless else EXIT_BAD_INPUT)
 
-    def emit(tx) -> None:
-        for s in sinks:
-            s.observe(tx)
-        since_flush[0] += 1
-        if since_flush[0] >= FLUSH_EVERY:
-            since_flush[0] = 0
-            for s in sinks:
-                s.flush()
+    def on_commit(n: int) -> None:
+        if verbose:
+            click.echo(f"apisensor: committed run {run_id}: {n} transactions", err=True)
 
-    def on_event(ev) -> None:
-        for s in sinks:
-            s.observe_event(ev)
-
+    rec = Recorder(store, run_id, sinks, flush_every=flush_every, on_commit=on_commit)
+    emit, on_event = rec.observe, rec.observe_event
     stats = Stats()
     limits = _limits(body_cap, max_flows)
     show = sys.stderr.isatty() if progress is None else progress
@@ -270,9 +269,7 @@ def replay(files: tuple[str, ...], db_path: str, as_json: bool, progress, worker
         p = Pipeline(emit, limits, stats, on_event=on_event)
         p.run(_records(opened, show))
         p.finish()
-    results: dict = {}
-    for s in sinks:
-        results.update(s.finish() or {})
+    results = rec.finish()
     _warn_files(opened, stats)
     warnings = [w for f in opened for w in f.warnings]
     summary = stats.to_json()

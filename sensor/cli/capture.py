@@ -10,7 +10,7 @@ import time
 
 import click
 
-from . import FLUSH_EVERY, _fail, _limits, _sinks, common
+from . import FLUSH_EVERY, SINKS, _fail, _limits, common
 
 
 def _total(pool):
@@ -86,18 +86,19 @@ def capture(iface, bpf, db_path, duration, snaplen, no_promisc, pcap_dir, rotate
         store = Store(db_path)
     except Exception as e:
         _fail(f"{db_path}: cannot open as a SQLite database ({e})")
-    run_id = store.begin_run([f"live:{iface}" + (f" ({bpf})" if bpf else "")])
-    sinks = _sinks(store, run_id)
-    pending = [0]
+    from discovery.recorder import Recorder, start_run
 
-    def emit(tx) -> None:
-        for s in sinks:
-            s.observe(tx)
-        pending[0] += 1
+    run_id, sinks = start_run(store, [f"live:{iface}" + (f" ({bpf})" if bpf else "")], SINKS,
+                              notify=lambda m: click.echo(f"apisensor: {m}", err=True))
+    # commits are driven by time and count below, not by the recorder
+    recorder = Recorder(store, run_id, sinks, flush_every=1 << 62)
+    emit, on_event = recorder.observe, recorder.observe_event
 
-    def on_event(ev) -> None:
-        for s in sinks:
-            s.observe_event(ev)
+    class _Pending:
+        def __getitem__(self, _i: int) -> int:
+            return recorder.pending
+
+    pending = _Pending()
 
     signals = [0]
 
@@ -119,9 +120,7 @@ def capture(iface, bpf, db_path, duration, snaplen, no_promisc, pcap_dir, rotate
     t_flush = t_stats = t_next = start
 
     def flush() -> None:
-        for s in sinks:
-            s.flush()
-        pending[0] = 0
+        recorder.commit()
 
     def stats_line(kernel: dict) -> None:
         line = {"elapsed": round(time.monotonic() - start, 1), "packets": stats.packets,
@@ -189,9 +188,7 @@ def capture(iface, bpf, db_path, duration, snaplen, no_promisc, pcap_dir, rotate
         for i, code in pool.lost.items():
             click.echo(f"apisensor: warning: capture worker {i} was killed (exit {code}): the flows it "
                        "held are lost", err=True)
-    results: dict = {}
-    for s in sinks:
-        results.update(s.finish() or {})
+    results = recorder.finish()
     summary = {**stats.to_json(), "kernel": kernel}
     store.finish_run(run_id, summary)
     store.close()
