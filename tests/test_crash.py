@@ -49,7 +49,7 @@ def dump(path: Path) -> dict[str, list[str]]:
     for t in names:
         cols = [r[1] for r in c.execute(f'pragma table_info("{t}")') if r[1] not in VOLATILE]
         sel = ", ".join(f'"{x}"' for x in cols)
-        out[t] = sorted(re.sub(r'\\"run\\": \d+', "run", json.dumps(r))
+        out[t] = sorted(re.sub(r'\\"run\\": \d+', "run", json.dumps(r, default=lambda b: b.hex()))
                         for r in c.execute(f'select {sel} from "{t}"'))
     c.close()
     return out
