@@ -4,7 +4,7 @@
 PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
-APT_PKGS := tcpdump tshark graphviz tcpreplay iproute2
+APT_PKGS := tcpdump tshark graphviz tcpreplay iproute2 chromium
 OUT     ?= demo-out
 
 .PHONY: demo test test-slow system venv lint bench clean
@@ -27,13 +27,15 @@ venv: $(BIN)/apisensor
 
 demo: system venv
 	@mkdir -p $(OUT)
-	rm -f $(OUT)/inventory.db* $(OUT)/map.png
+	rm -f $(OUT)/inventory.db* $(OUT)/map.png $(OUT)/report.html
 	$(BIN)/apisensor replay pcaps/demo.pcap --db $(OUT)/inventory.db --graph $(OUT)/map.png --no-progress
 	@echo; echo "== services"; $(BIN)/apisensor services --db $(OUT)/inventory.db
 	@echo; echo "== endpoints"; $(BIN)/apisensor endpoints --db $(OUT)/inventory.db
 	@echo; echo "== findings"; $(BIN)/apisensor findings --db $(OUT)/inventory.db
+	@echo; echo "== actors"; $(BIN)/apisensor actors --db $(OUT)/inventory.db
 	$(BIN)/apisensor openapi --db $(OUT)/inventory.db --service users.shop.local -o $(OUT)/users.openapi.yaml
-	@echo; echo "inventory: $(OUT)/inventory.db   map: $(OUT)/map.png   spec: $(OUT)/users.openapi.yaml"
+	$(BIN)/apisensor report --db $(OUT)/inventory.db -o $(OUT)/report.html
+	@echo; echo "inventory: $(OUT)/inventory.db   map: $(OUT)/map.png   spec: $(OUT)/users.openapi.yaml   report: $(OUT)/report.html"
 
 test: system venv
 	$(BIN)/ruff check .

@@ -47,17 +47,24 @@ tx_ref         TEXT    JSON reference of the last transaction: run, ts, client, 
 Unique index on (service, method, path, detector, location).  The raw sensitive values are
 never written: evidence is masked by the detectors, and the hashes are keyed.
 
-Sampling (speed, see docs/findings.md "Speed"): headers, cookies, the query and the path of
-every transaction are always checked.  Bodies are grouped by *kind*: (service, method, path
-template, status, body signature), the signature being which bodies are there, truncated
-or flagged by the sensor, and hold an ``@`` (emails), a ``$`` (password hashes) or a
-backslash (escaped text: traces, paths).  The bodies of a kind are all analysed until
-``SAMPLE_AFTER`` analyses in a row added no new finding row; after that only one body in
-``SAMPLE_EVERY`` of that kind is.  Error responses (status >= 400) and a kind's first
-bodies are always analysed, and a body with a new signature is a new kind.  Deterministic
-for a given transaction order.  What it costs: the ``count`` of a row found in bodies
-counts the analysed transactions, and a value that shows up only in sampled-out bodies of
-a kind already seen quiet is missed.  ``Findings(..., sample=False)`` analyses every body.
+Sampling (speed, see docs/findings.md "Speed"): transactions are grouped by *kind*: (service,
+method, path template, status, body signature, header signature).  The body signature says
+which bodies are there, truncated or flagged by the sensor and whether they hold an ``@``
+(emails), a ``$`` (password hashes) or a backslash (escaped text: traces, paths); the header
+signature names the request and response headers the detectors read, the cookie names, the
+Authorization scheme and a JWT's header (its ``alg``), the query's parameter names, and
+coarse shapes of their values (long, many digits, an ``@``, a JWT, a private address
+prefix).  The transactions of a kind are all analysed until ``SAMPLE_AFTER`` analyses in a
+row added no new finding row; after that only one in ``SAMPLE_EVERY`` of that kind is, and
+each one skipped counts the findings of the kind's last analysis (count, first and last
+seen, the transaction reference, and the value hash of a credential in a header, cookie or
+the query, hashed from its own value).  Error responses (status >= 400), a
+kind's first transactions and a banner header value (``Server``, ``X-Powered-By``...) not
+seen on the service before are always analysed.  Deterministic for a given transaction order.
+What it costs: a value that shows up only in skipped transactions of a quiet kind is missed,
+and a skipped transaction is assumed to have what its kind's last analysis found.
+``Findings(..., sample=False)`` analyses every transaction.  Bodies are walked once per
+distinct body (:class:`~discovery.detectors.context.BodyMemo`: exact).
 """
 
 from __future__ import annotations
@@ -65,8 +72,10 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
+from urllib.parse import parse_qsl
 
-from .detectors import REGISTRY, SEVERITIES, SEVERITY_RANK, Finding, Registry
+from .detectors import REGISTRY, SEVERITIES, SEVERITY_RANK, BodyMemo, Finding, Registry
+from .detectors.context import _REQ_SKIP, _RESP_SKIP
 from .detectors.redaction import Hasher, load_key
 from .service import service_name
 
@@ -105,29 +114,44 @@ def path_template(uri: str | None) -> str:
     return got
 
 
+_SEGMENTS: dict[str, str] = {}
+
+
 def _template(path: str) -> str:
     if path.startswith(("http://", "https://")):
         path = "/" + path.split("://", 1)[1].partition("/")[2]
     out = []
+    segments = _SEGMENTS
     for seg in path.split("/")[:32]:
-        if seg.isalpha() and len(seg) < 16 and not seg.startswith("eyJ"):
-            pass  # a word: none of the patterns below
-        elif seg.isdecimal() or _SEG_INT.match(seg):
-            seg = "{int}"
-        elif _SEG_NUMBERISH.match(seg):
-            seg = "{id}"
-        elif _SEG_UUID.match(seg):
-            seg = "{uuid}"
-        elif "@" in seg:
-            seg = "{email}"
-        elif _SEG_HEX.match(seg):
-            seg = "{hex}"
-        elif seg.startswith("eyJ") or _SEG_TOKEN.match(seg):
-            seg = "{token}"
-        elif _SEG_MIXED.match(seg) and not re.match(r"^v\d+$", seg):
-            seg = "{id}"
-        out.append(seg[:80])
+        got = segments.get(seg)
+        if got is None:
+            got = _segment(seg)
+            if len(seg) <= 64 and not seg.isdecimal():  # ids and long values: not remembered
+                if len(segments) >= 20_000:
+                    segments.clear()
+                segments[seg] = got
+        out.append(got)
     return "/".join(out)[:500] or "/"
+
+
+def _segment(seg: str) -> str:
+    if seg.isalpha() and len(seg) < 16 and not seg.startswith("eyJ"):
+        return seg[:80]  # a word: none of the patterns below
+    if seg.isdecimal() or _SEG_INT.match(seg):
+        return "{int}"
+    if _SEG_NUMBERISH.match(seg):
+        return "{id}"
+    if _SEG_UUID.match(seg):
+        return "{uuid}"
+    if "@" in seg:
+        return "{email}"
+    if _SEG_HEX.match(seg):
+        return "{hex}"
+    if seg.startswith("eyJ") or _SEG_TOKEN.match(seg):
+        return "{token}"
+    if _SEG_MIXED.match(seg) and not re.match(r"^v\d+$", seg):
+        return "{id}"
+    return seg[:80]
 
 
 def ensure_table(db) -> None:
@@ -171,13 +195,138 @@ def ensure_table(db) -> None:
 
 
 class _Kind:
-    """Sampling state of one kind of body."""
+    """Sampling state of one kind of transaction."""
 
-    __slots__ = ("seen", "quiet")
+    __slots__ = ("seen", "quiet", "found", "recipes")
 
     def __init__(self):
         self.seen = 0
         self.quiet = 0  # analyses in a row that added no new row
+        self.found: list[Finding] = []  # what the last analysis found (counted for skipped ones)
+        self.recipes: list[tuple | None] = []  # per finding, where its hashed value is (_recipe)
+
+
+def _values_at(tx, where: str, name: str) -> list[str]:
+    """The raw values at a header, cookie or query location (as the detectors' Context reads them)."""
+    if where == "request.header" or where == "response.header":
+        headers = tx.request_headers if where == "request.header" else tx.response_headers
+        return [v for k, v in headers if k.lower() == name]
+    if where == "request.cookie" or where == "response.cookie":
+        out = []
+        if where == "request.cookie":
+            for k, v in tx.request_headers:
+                if k.lower() == "cookie":
+                    for item in v.split(";"):
+                        n, eq, x = item.strip().partition("=")
+                        if eq and n == name:
+                            out.append(x.strip().strip('"'))
+        else:
+            for k, v in tx.response_headers:
+                if k.lower() == "set-cookie":
+                    n, eq, x = v.split(";", 1)[0].strip().partition("=")
+                    if eq and n == name:
+                        out.append(x.strip().strip('"'))
+        return out
+    if where == "request.query" and tx.uri and "?" in tx.uri:
+        return [v for k, v in parse_qsl(tx.uri.partition("?")[2], keep_blank_values=True)[:200] if k == name]
+    return []
+
+
+# what a detector hashes of a header/cookie/query value: the value, stripped, or the credential
+# after an Authorization scheme
+_TRANSFORMS = (lambda v: v, str.strip, lambda v: v.strip().partition(" ")[2].strip())
+
+
+def _recipe(tx, f: Finding, hasher) -> tuple | None:
+    """Where the value a finding hashed sits in the transaction (location, which value, which
+    transform), so that a skipped transaction of the kind can hash its own value there: the
+    ``value_hashes`` of credentials in headers, cookies and the query stay exact."""
+    if not f.value_hash:
+        return None
+    where, _, name = f.location.partition(":")
+    values = _values_at(tx, where, name)
+    for i, v in enumerate(values):
+        for t, fn in enumerate(_TRANSFORMS):
+            x = fn(v)
+            if x and hasher(x) == f.value_hash:
+                return where, name, i, t
+    return None
+
+
+def _rehash(tx, recipe: tuple, hasher) -> str | None:
+    where, name, i, t = recipe
+    values = _values_at(tx, where, name)
+    if i >= len(values):
+        return None
+    x = _TRANSFORMS[t](values[i])
+    return hasher(x) if x else None
+
+
+# request/response headers the detectors never read are context._REQ_SKIP/_RESP_SKIP; these go
+# into the signature with their values (banners: constant per server)
+_SIG_VALUE = frozenset({"server", "x-powered-by", "x-aspnet-version", "x-aspnetmvc-version", "x-generator",
+                        "via", "microsoftsharepointteamservices", "x-powered-by-plesk", "x-runtime-version",
+                        "x-server-version"})
+_NO_DIGITS = str.maketrans("", "", "0123456789")
+_PRIVATE_PREFIXES = frozenset({"10.", "172", "192", "100", "169", "fd0", "fc0", "fe8"})
+
+
+def _value_shape(v: str) -> int:
+    """What a header or query value looks like, coarsely: long (a token?), many digits (a
+    card, a phone, an SSN?), and the marks of data the detectors look for (``@``, a JWT, a
+    private IP prefix), as bits."""
+    n = len(v)
+    return ((n >= 16) | (n - len(v.translate(_NO_DIGITS)) >= 7) << 1 | ("@" in v) << 2 | ("eyJ" in v) << 3
+            | (v[:3] in _PRIVATE_PREFIXES) << 4)
+
+
+_SIGS: dict[tuple, tuple] = {}
+
+
+def header_signature(tx, banners: list | None = None) -> tuple:
+    """Names (and, coarsely, values) of what the detectors read besides the bodies: the
+    request and response headers they do not skip, the cookie names, the Authorization scheme
+    and a JWT's header, the query's parameter names and value shapes.  Two transactions of an
+    endpoint with the same signature are one kind.  Banner headers (``Server``,
+    ``X-Powered-By``...: findings of the whole service) are not part of it: they go, with their
+    values, into ``banners``."""
+    out = []
+    for k, v in tx.request_headers:
+        lk = k.lower()
+        if lk in _REQ_SKIP and lk != "cookie" or lk.startswith("sec-"):
+            continue
+        if lk == "authorization" or lk == "proxy-authorization":
+            scheme, _, cred = v.strip().partition(" ")
+            cred = cred.strip()
+            jwt = cred.partition(".")[0] if cred.count(".") == 2 else None  # a JWT's header: its alg
+            out.append((lk, scheme.lower(), jwt or _value_shape(cred)))
+        elif lk == "cookie":
+            out.append((lk, tuple(sorted(c.strip().partition("=")[0] for c in v.split(";")))))
+        else:
+            out.append((lk, _value_shape(v)))
+    out.append("|")
+    for k, v in tx.response_headers:
+        lk = k.lower()
+        if lk == "set-cookie":
+            out.append((lk, v.partition("=")[0].strip()))
+        elif lk in _SIG_VALUE:
+            if banners is not None:
+                banners.append((lk, v))
+        elif lk not in _RESP_SKIP:
+            out.append((lk, _value_shape(v)))
+    uri = tx.uri
+    if uri and "?" in uri:
+        out.append("?")
+        for part in uri.partition("?")[2].split("&")[:50]:
+            name, _, value = part.partition("=")
+            out.append((name, _value_shape(value)))
+    key = tuple(out)
+    got = _SIGS.get(key)  # one object per signature: the kinds' keys hash it fast
+    if got is None:
+        if len(_SIGS) >= 50_000:
+            _SIGS.clear()
+        got = _SIGS[key] = key
+    return got
 
 
 def body_signature(tx) -> int:
@@ -226,48 +375,84 @@ class Findings:
         self.kinds: dict[tuple, _Kind] = {}
         self.bodies_analysed = 0
         self.bodies_skipped = 0
+        self.skipped_without_body = 0
+        self.memo = BodyMemo()
+        self._services: dict[tuple, str] = {}
+        self._banners: set[tuple] = set()
         self._new_rows = 0
         ensure_table(self.db)
 
     # ---- Sink ----------------------------------------------------------------------------
-    def _sample(self, tx, service: str, path: str) -> _Kind | None:
-        """The kind of this transaction's bodies if they are to be analysed, else None."""
-        if not (tx.response_body or tx.request_body):
-            return None
-        key = (service, tx.method, path, tx.status_code, body_signature(tx))
+    def _kind(self, tx, service: str, path: str) -> tuple[_Kind, bool]:
+        """The kind of this transaction and whether to analyse it (see module doc)."""
+        banners: list = []
+        key = (service, tx.method, path, tx.status_code, body_signature(tx), header_signature(tx, banners))
         kind = self.kinds.get(key)
         if kind is None:
             if len(self.kinds) >= 100_000:
                 self.kinds.clear()
             kind = self.kinds[key] = _Kind()
         kind.seen += 1
-        if (
+        analyse = (
             not self.sample
             or kind.quiet < SAMPLE_AFTER
             or (tx.status_code or 0) >= 400
             or kind.seen % SAMPLE_EVERY == 0
-        ):
-            return kind
-        self.bodies_skipped += 1
-        return None
+        )
+        if banners:  # a banner not seen on this service yet is analysed (once)
+            for b in banners:
+                bkey = (service, *b)
+                if bkey not in self._banners:
+                    if len(self._banners) >= 100_000:
+                        self._banners.clear()
+                    self._banners.add(bkey)
+                    analyse = True
+        return kind, analyse
 
     def observe(self, tx) -> None:
         self.seen_tx += 1
-        service = service_name(tx)
+        host = None
+        for k, v in tx.request_headers:
+            if len(k) == 4 and k.lower() == "host":
+                host = v
+                break
+        skey = (host, tx.server_ip, tx.server_port)
+        service = self._services.get(skey)
+        if service is None:
+            service = service_name(tx)
+            if len(self._services) >= 4096:
+                self._services.clear()
+            self._services[skey] = service
         method = tx.method
         path = path_template(tx.uri)
         has_body = bool(tx.response_body or tx.request_body)
-        kind = self._sample(tx, service, path) if has_body else None
-        found = self.registry.detect(tx, self.hasher, bodies=kind is not None or not has_body)
-        if kind is not None:
+        kind, analyse = self._kind(tx, service, path)
+        if not analyse:
+            # a quiet kind: what its last analysis found is counted for this one too
+            if has_body:
+                self.bodies_skipped += 1
+            else:
+                self.skipped_without_body += 1
+            if kind.found:
+                hasher = self.hasher
+                self._fold_all(kind.found, tx, service, method, path,
+                               [None if r is None else _rehash(tx, r, hasher) for r in kind.recipes])
+            return
+        found = self.registry.detect(tx, self.hasher, memo=self.memo)
+        if has_body:
             self.bodies_analysed += 1
-            before = self._new_rows
+        before = self._new_rows
         if found:
             self._fold_all(found, tx, service, method, path)
-        if kind is not None:
-            kind.quiet = 0 if self._new_rows > before else kind.quiet + 1
+        if found != kind.found:
+            kind.found = found
+            kind.recipes = [_recipe(tx, f, self.hasher) for f in found]
+        kind.quiet = 0 if self._new_rows > before else kind.quiet + 1
 
-    def _fold_all(self, found: list[Finding], tx, service: str, method: str | None, path: str) -> None:
+    def _fold_all(self, found: list[Finding], tx, service: str, method: str | None, path: str,
+                  hashes: list | None = None) -> None:
+        """Fold the findings of one transaction (``hashes``: the value hash of each, when they
+        are not the findings' own: a skipped transaction counting its kind's findings)."""
         ref = {
             "run": self.run_id,
             "ts": tx.ts,
@@ -275,16 +460,18 @@ class Findings:
             "server": tx.server,
             "stream": tx.stream_id,
         }
-        for f in found:
+        for i, f in enumerate(found):
+            vh = f.value_hash if hashes is None else hashes[i]
             if f.scope == "service":
-                self._fold(f, service, "*", "*", tx, ref)
+                self._fold(f, service, "*", "*", tx, ref, vh)
             else:
-                self._fold(f, service, method, path, tx, ref)
+                self._fold(f, service, method, path, tx, ref, vh)
 
     def observe_event(self, ev) -> None:
         pass
 
-    def _fold(self, f: Finding, service: str, method: str | None, path: str, tx, ref: dict) -> None:
+    def _fold(self, f: Finding, service: str, method: str | None, path: str, tx, ref: dict,
+              value_hash: str | None) -> None:
         key = (service, method or "", path, f.detector, f.location)
         agg = self.pending.get(key)
         if agg is None:
@@ -322,62 +509,93 @@ class Findings:
                 kind=f.kind,
                 confidence=f.confidence,
             )
-        if f.value_hash and f.value_hash not in agg.hashes and len(agg.hashes) < MAX_HASHES:
-            agg.hashes.append(f.value_hash)
+        if value_hash and value_hash not in agg.hashes and len(agg.hashes) < MAX_HASHES:
+            agg.hashes.append(value_hash)
 
     def flush(self) -> None:
         if not self.pending:
             return
         db = self.db
+        conn = db.conn
         has_tx = "transactions" in db.table_names()
-        with db.conn:
+        tx_ids = self._tx_ids() if has_tx else {}
+
+        def tx_id(ref: dict) -> int | None:
+            if not has_tx:
+                return None
+            k = (ref["ts"], ref["client"], ref["server"])
+            if k not in tx_ids:
+                tx_ids[k] = self._tx_id(ref)
+            return tx_ids[k]
+
+        inserts, updates = [], []
+        with conn:
             for key, agg in self.pending.items():
                 row = agg.row
-                first_tx = self._tx_id(agg.first_ref) if has_tx else None
-                last_tx = self._tx_id(agg.last_ref) if has_tx else None
-                old = db.execute(
+                first_tx = tx_id(agg.first_ref)
+                last_tx = tx_id(agg.last_ref)
+                old = conn.execute(
                     f"SELECT id, count, first_seen, last_seen, severity_rank, value_hashes, first_run_id, "
                     f"first_tx_id FROM {TABLE} WHERE service = ? AND ifnull(method, '') = ? AND path = ? "
                     f"AND detector = ? AND location = ?",
                     key,
                 ).fetchone()
                 if old is None:
-                    db[TABLE].insert(
-                        {
-                            **row,
-                            "value_hashes": json.dumps(agg.hashes),
-                            "distinct_values": len(agg.hashes),
-                            "first_run_id": self.run_id,
-                            "last_run_id": self.run_id,
-                            "first_tx_id": first_tx,
-                            "last_tx_id": last_tx,
-                            "tx_ref": json.dumps(agg.last_ref),
-                        }
-                    )
+                    inserts.append((
+                        row["service"], row["method"], row["path"], row["detector"], row["kind"],
+                        row["category"], row["severity"], row["severity_rank"], row["confidence"],
+                        row["location"], row["evidence"], row["count"], row["first_seen"], row["last_seen"],
+                        json.dumps(agg.hashes), len(agg.hashes), self.run_id, self.run_id, first_tx, last_tx,
+                        json.dumps(agg.last_ref),
+                    ))
                     continue
                 fid, count, first_seen, last_seen, rank, hashes, first_run, first_tx_old = old
                 merged = json.loads(hashes or "[]")
                 for h in agg.hashes:
                     if h not in merged and len(merged) < MAX_HASHES:
                         merged.append(h)
-                update = {
-                    "count": count + row["count"],
-                    "first_seen": min(first_seen, row["first_seen"]),
-                    "last_seen": max(last_seen, row["last_seen"]),
-                    "value_hashes": json.dumps(merged),
-                    "distinct_values": len(merged),
-                    "last_run_id": self.run_id,
-                    "last_tx_id": last_tx,
-                    "tx_ref": json.dumps(agg.last_ref),
-                }
-                if first_tx_old is None and first_run == self.run_id:
-                    update["first_tx_id"] = first_tx
-                if row["severity_rank"] > rank:
-                    update.update(
-                        {k: row[k] for k in ("severity", "severity_rank", "evidence", "kind", "confidence")}
-                    )
-                db[TABLE].update(fid, update)
+                higher = row["severity_rank"] > rank
+                up = int(higher)
+                updates.append((
+                    count + row["count"], min(first_seen, row["first_seen"]),
+                    max(last_seen, row["last_seen"]), json.dumps(merged), len(merged), self.run_id, last_tx,
+                    json.dumps(agg.last_ref),
+                    first_tx if first_tx_old is None and first_run == self.run_id else first_tx_old,
+                    up, row["severity"], up, row["severity_rank"], up, row["evidence"], up, row["kind"],
+                    up, row["confidence"], fid,
+                ))
+            if inserts:
+                conn.executemany(
+                    f"INSERT INTO {TABLE} (service, method, path, detector, kind, category, severity, "
+                    "severity_rank, confidence, location, evidence, count, first_seen, last_seen, "
+                    "value_hashes, distinct_values, first_run_id, last_run_id, first_tx_id, last_tx_id, "
+                    "tx_ref) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", inserts)
+            if updates:
+                conn.executemany(
+                    f"UPDATE {TABLE} SET count = ?, first_seen = ?, last_seen = ?, value_hashes = ?, "
+                    "distinct_values = ?, last_run_id = ?, last_tx_id = ?, tx_ref = ?, first_tx_id = ?, "
+                    "severity = CASE WHEN ? THEN ? ELSE severity END, "
+                    "severity_rank = CASE WHEN ? THEN ? ELSE severity_rank END, "
+                    "evidence = CASE WHEN ? THEN ? ELSE evidence END, "
+                    "kind = CASE WHEN ? THEN ? ELSE kind END, "
+                    "confidence = CASE WHEN ? THEN ? ELSE confidence END WHERE id = ?", updates)
         self.pending = {}
+
+    def _tx_ids(self) -> dict[tuple, int]:
+        """(ts, client, server) -> the lowest ``transactions.id`` of this run, for the time span of
+        the pending findings' references (one query instead of one per reference)."""
+        times = [t for agg in self.pending.values() for t in (agg.first_ref["ts"], agg.last_ref["ts"])]
+        if len(times) < 64:
+            return {}
+        out: dict[tuple, int] = {}
+        for rid, ts, client, server in self.db.execute(
+            "SELECT id, ts, client, server FROM transactions WHERE run_id = ? AND ts >= ? AND ts <= ? "
+            "ORDER BY id",
+            (self.run_id, min(times), max(times)),
+        ):
+            out.setdefault((ts, client, server), rid)
+        return out
 
     def _tx_id(self, ref: dict) -> int | None:
         got = self.db.execute(
@@ -395,11 +613,13 @@ class Findings:
             counts[sev] += 1
         total = sum(counts.values())
         out: dict[str, Any] = {"findings": {"total": total, **{k: v for k, v in counts.items() if v}}}
-        if self.bodies_skipped:
+        if self.bodies_skipped or self.skipped_without_body:
             out["findings_sampling"] = {
                 "bodies_analysed": self.bodies_analysed,
                 "bodies_skipped": self.bodies_skipped,
             }
+            if self.skipped_without_body:
+                out["findings_sampling"]["skipped_without_body"] = self.skipped_without_body
         return out
 
     def _match_endpoints(self) -> None:
@@ -407,20 +627,31 @@ class Findings:
             from .inventory import match_endpoint  # written by the inventory feature; optional
         except ImportError:
             return
-        with self.db.conn:
-            for key in self.run_keys:
-                service, method, path, detector, location = key
+        if "inventory_meta" not in self.db.table_names():
+            return
+        matched: dict[tuple, int | None] = {}  # (service, method, path) -> endpoint id
+        updates = []
+        for key in self.run_keys:
+            service, method, path, detector, location = key
+            if path == "*":
+                continue
+            where = (service, method or None, self.examples.get(key) or path)
+            if where not in matched:
                 try:
-                    eid = match_endpoint(self.db, service, method or None, self.examples.get(key) or path)
+                    matched[where] = match_endpoint(self.db, *where)
                 except Exception:
-                    continue
-                if eid is not None and path != "*":
-                    self.db.execute(
-                        f"UPDATE {TABLE} SET endpoint_id = ? "
-                        f"WHERE service = ? AND ifnull(method, '') = ? AND "
-                        f"path = ? AND detector = ? AND location = ?",
-                        (eid, *key),
-                    )
+                    matched[where] = None
+            eid = matched[where]
+            if eid is not None:
+                updates.append((eid, *key))
+        if updates:
+            with self.db.conn:
+                self.db.conn.executemany(
+                    f"UPDATE {TABLE} SET endpoint_id = ? "
+                    f"WHERE service = ? AND ifnull(method, '') = ? AND "
+                    f"path = ? AND detector = ? AND location = ?",
+                    updates,
+                )
 
 
 def query(db, min_severity: str = "info", detector: str | None = None) -> list[dict]:

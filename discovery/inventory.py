@@ -18,6 +18,14 @@ body (deduplicated by CRC-32) up to ``SCHEMA_DISTINCT`` per endpoint and status,
 bodies whose CRC-32 is divisible by ``SCHEMA_EVERY`` (a choice that depends on the body, not
 on its arrival), so schemas too are order-independent.
 
+Speed (docs/inventory.md "Cost"): the counters are updated for every transaction; what costs
+is done once per distinct thing.  A body's own schema is computed once per distinct body
+(``SHAPES``, :class:`discovery.schema.ShapeCache`, exact) and folded into the endpoint's
+schema at flush, once per distinct shape with its count; a sample is built (redacted) only
+for the candidate that wins its slot at flush, and the redacted text of a body is remembered
+per body (``Redactor.memo``); auth schemes are remembered per Authorization scheme and JWT
+header.  Writes are ``executemany`` of plain SQL.
+
 Bounded memory: at most ``MAX_PATHS`` skeletons per service that were answered as existing,
 and ``MAX_PROBE_PATHS`` that were not (404s, ...); past that, transactions that match a known
 template are folded into it and the rest are counted (``services.overflow_hits``, and per
@@ -93,14 +101,17 @@ import math
 import os
 import re
 import socket
+import sqlite3
 import time
 import zlib
 from collections import defaultdict
 from typing import Any
 from urllib.parse import unquote_plus
 
+import orjson
+
 from . import schema as schemalib
-from .auth import auth_schemes
+from .auth import APIKEY_HEADERS, APIKEY_QUERY, auth_schemes
 from .redact import Redactor
 from .rules import Rules, ServiceRules, active
 from .service import service_name
@@ -128,6 +139,9 @@ SCHEMA_DISTINCT = 50
 SCHEMA_EVERY = 16
 SAMPLES_PER_ENDPOINT = 5
 SAMPLE_BODY = 2048
+HELD_MAX = 32 << 20  # body bytes of sample candidates kept between flushes (then built at once)
+# body bytes -> the body's own schema (schema.shape), shared by every endpoint and run
+SHAPES = schemalib.ShapeCache()
 
 # statuses showing the path exists: 2xx, 3xx, 5xx; 401/403 (it is protected), 405 (it exists for
 # other methods); 400/409/412/415/422 (the route parsed the request and refused its content)
@@ -184,6 +198,20 @@ def value_type(v: str) -> str:
 
 # ---- aggregates --------------------------------------------------------------------------------
 # Every aggregate is a JSON-able dict; merge(a, b) is commutative and associative.
+
+
+def loads(text: str | bytes) -> Any:
+    """A stored JSON text (orjson; see :func:`discovery.schema.loads`)."""
+    return schemalib.loads(text)
+
+
+def dumps_sorted(value: Any) -> str:
+    """``json.dumps(value, separators=(",", ":"), sort_keys=True)``, by orjson when it can
+    (it refuses lone surrogates and non-string keys: then ``json``)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    except TypeError:
+        return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
 def _crc(s: str) -> int:
@@ -342,23 +370,91 @@ def _status_key(code: int | None) -> str:
     return s
 
 
+_CTYPES: dict[str, str | None] = {}
+
+
 def _ctype(value: str | None) -> str | None:
     if not value:
         return None
-    return value.split(";", 1)[0].strip().lower()[:100] or None
+    got = _CTYPES.get(value)
+    if got is None:
+        got = value.split(";", 1)[0].strip().lower()[:100] or None
+        if len(_CTYPES) >= 4096:
+            _CTYPES.clear()
+        _CTYPES[value] = got
+    return got
+
+
+_LAT_KEYS: dict[float, str] = {}
+
+
+def _lat_key(seconds: float) -> str:
+    """``str(_lat_bucket(seconds))``, remembered per value (latencies repeat at capture clock
+    resolution)."""
+    got = _LAT_KEYS.get(seconds)
+    if got is None:
+        got = str(_lat_bucket(seconds))
+        if len(_LAT_KEYS) >= 65536:
+            _LAT_KEYS.clear()
+        _LAT_KEYS[seconds] = got
+    return got
+
+
+_AUTH_MEMO: dict[tuple, list[str]] = {}
+_NO_AUTH = ["none"]
+
+
+def _auth_schemes(req_headers: list, qnames: list[str]) -> list[str]:
+    """``auth.auth_schemes(req_headers, qnames, lowered=True)``, remembered per what it depends
+    on: a JWT's payload and signature (different in every request) do not change the scheme
+    (only its header's ``alg`` does), so they are left out of the memo key."""
+    parts = None
+    for k, v in req_headers:
+        if k == "authorization" or k == "cookie" or k in APIKEY_HEADERS:
+            if k == "authorization":
+                sch, sp, cred = v.strip().partition(" ")
+                if sp and "." not in sch and cred.count(".") == 2:
+                    v = f"{sch} {cred[: cred.index('.')]}.x.x"
+            elif k != "cookie":
+                v = ""
+            if parts is None:
+                parts = []
+            parts.append((k, v))
+    if qnames:
+        for n in qnames:
+            if n.lower() in APIKEY_QUERY:
+                if parts is None:
+                    parts = []
+                parts.append(("?", n))
+    if parts is None:
+        return _NO_AUTH
+    key = tuple(parts)
+    got = _AUTH_MEMO.get(key)
+    if got is None:
+        got = auth_schemes([p for p in parts if p[0] != "?"], [n for k, n in parts if k == "?"], lowered=True)
+        if len(_AUTH_MEMO) >= 8192:
+            _AUTH_MEMO.clear()
+        _AUTH_MEMO[key] = got
+    return got
 
 
 class Obs:
     """In-memory aggregate of one (service, method, skeleton, operation) between flushes."""
 
-    __slots__ = ("hits", "first", "last", "confirmed", "data", "_seen", "_stored", "red")
+    __slots__ = ("hits", "first", "last", "confirmed", "data", "_seen", "_stored", "red", "best", "held",
+                 "folds")
 
-    def __init__(self, ts: float, stored=None, red: Redactor | None = None):
+    def __init__(self, ts: float, stored=None, red: Redactor | None = None, held: list | None = None):
         """``stored()``: the body CRCs already folded into the database for this key, by
         ``"req"``/status, so a body seen in an earlier flush or run is not counted twice.
-        ``red``: what examples and samples go through before they are kept."""
+        ``red``: what examples and samples go through before they are kept.  ``held``: a
+        one-element list counting the body bytes of the transactions kept as sample
+        candidates, shared by the sink's aggregates (past ``HELD_MAX`` samples are built at once)."""
         self._stored = stored
         self.red = red or _fallback_redactor()
+        self.best: dict[str, list] = {}  # status -> [score, ts, tx or None, sample or None]
+        self.folds: dict[str, tuple[dict, dict]] = {}  # "req"/status -> (acc, {id: [shape, n, ts]})
+        self.held = held if held is not None else [0]
         self.hits = 0
         self.first = ts
         self.last = ts
@@ -397,11 +493,28 @@ class Obs:
             self.last = ts
         d = self.data
         code = tx.status_code
-        st = _status_key(code)
+        st = _STATUS.get(code) or _status_key(code)
         statuses = d["statuses"]
         statuses[st] = statuses.get(st, 0) + 1
-        if code in CONFIRMING and confirms(tx):
-            self.confirmed = True
+        resp_ct = challenge = None
+        if code is not None:
+            conn = None
+            for k, v in tx.response_headers:
+                n = len(k)
+                if n == 12 or n == 10 or n == 16:  # content-type, connection, www-authenticate
+                    lk = k.lower()
+                    if lk == "content-type":
+                        if resp_ct is None:
+                            resp_ct = v
+                    elif lk == "connection":
+                        if conn is None:
+                            conn = v
+                    elif lk == "www-authenticate" and challenge is None:
+                        challenge = v
+            # confirms(tx): a 400 that closes the connection does not count
+            if not self.confirmed and code in CONFIRMING and (code != 400 or conn is None
+                                                                  or conn.lower() != "close"):
+                self.confirmed = True
         clients = d["clients"]
         if client in clients:
             clients[client] += 1
@@ -409,19 +522,21 @@ class Obs:
             clients[client] = 1
         else:
             d["clients_more"] += 1
-        req_ct = _ctype(req_ctype) if tx.request_body_len else None
+        req_ct = (_CTYPES.get(req_ctype) or _ctype(req_ctype)) if req_ctype and tx.request_body_len else None
         if req_ct:
             d["req_ct"][req_ct] = d["req_ct"].get(req_ct, 0) + 1
-        resp_ct = _ctype(tx.response_header("content-type")) if code is not None else None
         if resp_ct:
-            k = st + " " + resp_ct
-            d["resp_ct"][k] = d["resp_ct"].get(k, 0) + 1
+            resp_ct = _CTYPES.get(resp_ct) or _ctype(resp_ct)
+            if resp_ct:
+                k = st + " " + resp_ct
+                d["resp_ct"][k] = d["resp_ct"].get(k, 0) + 1
         d["req_bytes"] += tx.request_body_len
         d["resp_bytes"] += tx.response_body_len
-        lat = tx.latency
-        if lat is not None:
-            b = str(_lat_bucket(lat))
-            d["lat"][b] = d["lat"].get(b, 0) + 1
+        tsr = tx.ts_response
+        if tsr is not None:  # tx.latency (the method is there: only requests come here)
+            b = _lat_key(tsr - ts if tsr > ts else 0.0)
+            lat = d["lat"]
+            lat[b] = lat.get(b, 0) + 1
         # parameters
         qnames: list[str] = []
         if query:
@@ -445,10 +560,11 @@ class Obs:
             for pos, raw in values:
                 k = str(pos)
                 pv[k] = param_add(pv.get(k), k, unquote_plus(raw) if "%" in raw else raw, ts, self.red)
-        for scheme in auth_schemes(req_headers, qnames, lowered=True):
-            d["auth"][scheme] = d["auth"].get(scheme, 0) + 1
+        auth = d["auth"]
+        for scheme in _auth_schemes(req_headers, qnames):
+            auth[scheme] = auth.get(scheme, 0) + 1
         if code == 401:
-            ch = tx.response_header("www-authenticate")
+            ch = challenge
             if ch:
                 s = ch.split(" ", 1)[0].lower()[:20]
                 d["challenges"][s] = d["challenges"].get(s, 0) + 1
@@ -467,11 +583,36 @@ class Obs:
         if resp_ct and tx.response_body and not truncated and "json" in resp_ct:
             rs = d["resp_schema"]
             rs[st] = self._schema(rs.get(st), st, tx.response_body, ts)
-        # one sample per status: the one with the smallest score (order-independent)
+        # one sample per status: the one with the smallest score (order-independent).  It is
+        # built (redacted) at flush, and only if it beats the stored one: not per transaction
         score = zlib.crc32(tx.request_body[:256], _crc(tx.uri or ""))
-        cur = d["samples"].get(st)
-        if cur is None or (score, ts) < (cur["score"], cur["ts"]):
-            d["samples"][st] = make_sample(tx, score, self.red)
+        best = self.best
+        cur = best.get(st)
+        if cur is None or score < cur[0] or (score == cur[0] and ts < cur[1]):
+            held = self.held
+            if cur is not None and cur[2] is not None:
+                held[0] -= len(cur[2].request_body) + len(cur[2].response_body)
+            size = len(tx.request_body) + len(tx.response_body)
+            if held[0] + size > HELD_MAX:
+                best[st] = [score, ts, None, make_sample(tx, score, self.red)]
+            else:
+                held[0] += size
+                best[st] = [score, ts, tx, None]
+
+    def samples(self, stored: dict | None = None) -> dict:
+        """``data["samples"]`` with this batch's best candidates built, except those the
+        ``stored`` samples (of the database row) beat anyway."""
+        out = self.data["samples"]
+        held = self.held
+        for st, (score, ts, tx, smp) in self.best.items():
+            cur = stored.get(st) if stored else None
+            if tx is not None:
+                held[0] -= len(tx.request_body) + len(tx.response_body)
+            if cur is not None and (cur["score"], cur["ts"]) <= (score, ts):
+                continue
+            out[st] = smp if smp is not None else make_sample(tx, score, self.red)
+        self.best = {}
+        return out
 
     def _schema(self, acc: dict | None, key: str, body: bytes, ts: float) -> dict:
         """Fold a JSON body into a schema accumulator.  Each distinct body (CRC-32) is counted
@@ -506,15 +647,38 @@ class Obs:
             acc["skipped"] += 1
             return acc
         try:
-            value = schemalib.parse_json(body)
-        except (ValueError, UnicodeDecodeError, RecursionError):
+            b = SHAPES.get(body, c)  # the body's own schema, computed once per distinct body
+        except ValueError:
             if count:
                 acc["errors"] += 1
             return acc
-        acc["schema"] = schemalib.observe(acc["schema"], value, ts, count=count)
+        # folded into acc["schema"] at flush (settle), once per distinct shape with its count
+        folds = self.folds.get(key)
+        if folds is None:
+            folds = self.folds[key] = (acc, {})
+        e = folds[1].get(id(b))
+        if e is None:
+            folds[1][id(b)] = [b, 1 if count else 0, ts]
+        else:
+            if count:
+                e[1] += 1
+            if ts < e[2]:
+                e[2] = ts
         if count:
             acc["bodies"] += 1
         return acc
+
+    def settle(self, stored: dict | None = None) -> dict:
+        """The aggregate as stored: the pending body schemas folded in, this batch's sample
+        candidates built (except those the ``stored`` samples of the database row beat)."""
+        for acc, entries in self.folds.values():
+            node = acc["schema"]
+            for b, k, ts in entries.values():
+                node = schemalib.fold(node, b, ts, k > 0, k or 1)
+            acc["schema"] = node
+        self.folds = {}
+        self.samples(stored)
+        return self.data
 
 
 # text redacted on this much more than is kept, so that a value cut by the window is still
@@ -523,12 +687,19 @@ SAMPLE_LOOKAHEAD = 1024
 
 
 def _body_text(body: bytes, ctype: str | None, total: int, red: Redactor) -> str | None:
+    """A body as a sample keeps it: redacted, at most ``SAMPLE_BODY`` characters (remembered per
+    body bytes, content type and length: the same body is redacted once)."""
     if not body:
         return None
+    return red.memo(("sample", body, ctype, total), len(body),
+                    lambda: _redacted_body(body, ctype, total, red))
+
+
+def _redacted_body(body: bytes, ctype: str | None, total: int, red: Redactor) -> str | None:
     ct = ctype or ""
     if "json" in ct:
         try:
-            v = json.loads(body[:262144])
+            v = schemalib.loads(body[:262144])
             s = red.json_text(v, SAMPLE_BODY)
             return s if len(s) <= SAMPLE_BODY else s[:SAMPLE_BODY] + "…"
         except (ValueError, UnicodeDecodeError, RecursionError):
@@ -958,6 +1129,7 @@ class Inventory:
         self.client_names: dict[bytes, str] = {}
         self.no_request = 0
         self.services_dropped = 0
+        self.held = [0]  # body bytes of the sample candidates the pending aggregates hold
 
     # -- per transaction --
     def observe(self, tx) -> None:
@@ -1057,7 +1229,7 @@ class Inventory:
             obs = self.pending.get(key)
             if obs is None:
                 stored = (lambda k=key: self._stored_seen(k)) if key in self.stored_keys else None
-                obs = self.pending[key] = Obs(ts, stored, self.red)
+                obs = self.pending[key] = Obs(ts, stored, self.red, self.held)
         client = self.client_names.get(tx.client_ip)
         if client is None:
             if len(self.client_names) > 65536:
@@ -1142,7 +1314,7 @@ class Inventory:
         ).fetchone()
         if row is None:
             return {}
-        d = json.loads(row[0])
+        d = loads(row[0])
         out = {}
         if d.get("req_schema"):
             out["req"] = d["req_schema"]["seen"]
@@ -1229,51 +1401,42 @@ class Inventory:
                     "overflow_hits = overflow_hits + excluded.overflow_hits",
                     [sid, client, iso(first), iso(last), hits],
                 )
+            inserts, updates = [], []
             for (name, method, path, op), obs in self.pending.items():
                 sid = self.svc_ids[name]
-                row = db.execute(
-                    "select id, hits, first_seen, last_seen, confirmed, data from observed_paths where "
-                    "service_id = ? and method = ? and path = ? and operation = ?",
-                    [sid, method, path, op],
-                ).fetchone()
+                row = None
+                if (name, method, path, op) in self.stored_keys:
+                    row = db.execute(
+                        "select id, hits, first_seen, last_seen, confirmed, data from observed_paths where "
+                        "service_id = ? and method = ? and path = ? and operation = ?",
+                        [sid, method, path, op],
+                    ).fetchone()
                 if row is None:
-                    db.execute(
-                        "insert into observed_paths(service_id, method, path, operation, confirmed, "
-                        "hits, first_seen, "
-                        "last_seen, data) values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        [
-                            sid,
-                            method,
-                            path,
-                            op,
-                            int(obs.confirmed),
-                            obs.hits,
-                            obs.first,
-                            obs.last,
-                            json.dumps(_normalized(obs.data), separators=(",", ":"), sort_keys=True),
-                        ],
-                    )
+                    obs.settle(None)
+                    inserts.append((sid, method, path, op, int(obs.confirmed), obs.hits, obs.first, obs.last,
+                                    dumps_sorted(_normalized(obs.data))))
                 else:
-                    data = data_merge(json.loads(row[5]), obs.data)
-                    db.execute(
-                        "update observed_paths set hits = ?, first_seen = ?, last_seen = ?, "
-                        "confirmed = ?, data = ? "
-                        "where id = ?",
-                        [
-                            row[1] + obs.hits,
-                            min(row[2], obs.first),
-                            max(row[3], obs.last),
-                            int(bool(row[4]) or obs.confirmed),
-                            json.dumps(_normalized(data), separators=(",", ":"), sort_keys=True),
-                            row[0],
-                        ],
-                    )
+                    stored = loads(row[5])
+                    obs.settle(stored.get("samples"))
+                    data = data_merge(stored, obs.data)
+                    updates.append((row[1] + obs.hits, min(row[2], obs.first), max(row[3], obs.last),
+                                    int(bool(row[4]) or obs.confirmed), dumps_sorted(_normalized(data)),
+                                    row[0]))
+            if inserts:
+                db.conn.executemany(
+                    "insert into observed_paths(service_id, method, path, operation, confirmed, hits, "
+                    "first_seen, last_seen, data) values (?, ?, ?, ?, ?, ?, ?, ?, ?)", inserts)
+            if updates:
+                db.conn.executemany(
+                    "update observed_paths set hits = ?, first_seen = ?, last_seen = ?, confirmed = ?, "
+                    "data = ? where id = ?", updates)
         self.svc_stats.clear()
         self.addresses.clear()
         self.assets.clear()
         self.probe_overflow.clear()
         self.stored_keys.update(self.pending)
         self.pending.clear()
+        self.held[0] = 0
         # services at their cap get interim templates, so later overflow folds into them
         for name, counts in self.counts.items():
             if counts[0] >= self.max_paths or counts[1] >= self.max_probe_paths:
@@ -1404,7 +1567,7 @@ def _load_rows(db, sid: int) -> list[dict]:
                 "hits": hits,
                 "first": first,
                 "last": last,
-                "data": json.loads(data),
+                "data": loads(data),
             }
         )
     return rows
@@ -1515,6 +1678,10 @@ def materialize(
             f"delete from {table} where endpoint_id in (select id from endpoints where service_id = ?)", [sid]
         )
     new_ids: dict[tuple, int] = {}
+    conn = db.conn
+    rows_of: dict[str, list] = {"endpoint_statuses": [], "parameters": [], "schemas": [], "fields": [],
+                                "samples": []}
+    path_rows: list[tuple[int, int]] = []
     for key in sorted(endpoints):
         method, tpath, op = key
         grp = sorted(endpoints[key], key=lambda r: r["id"])
@@ -1524,7 +1691,7 @@ def materialize(
         eid = old.get(key)
         if eid is None:
             row["created_run"] = run_id
-            eid = db["endpoints"].insert(row).last_pk
+            eid = conn.execute(_insert_sql("endpoints", tuple(row)), tuple(row.values())).lastrowid
             counts["endpoints"] += 1
             _change(
                 db,
@@ -1538,15 +1705,12 @@ def materialize(
                 f"{row['hits']} hits, statuses {_status_summary(children['statuses'])}",
             )
         else:
-            db["endpoints"].update(eid, row)
+            conn.execute(f"update endpoints set {', '.join(c + ' = ?' for c in row)} where id = ?",
+                         (*row.values(), eid))
         new_ids[key] = eid
         for st, n in sorted(children["statuses"].items()):
             cts = children["status_ct"].get(st, {})
-            db.execute(
-                "insert into endpoint_statuses(endpoint_id, status_code, count, content_types) "
-                "values (?, ?, ?, ?)",
-                [eid, int(st), n, json.dumps(dict(sorted(cts.items())))],
-            )
+            rows_of["endpoint_statuses"].append((eid, int(st), n, json.dumps(dict(sorted(cts.items())))))
         for p in children["parameters"]:
             p["endpoint_id"] = eid
             if key in old and (p["location"], p["name"]) not in old_params[eid]:
@@ -1562,12 +1726,10 @@ def materialize(
                     p["name"],
                     f"{p['location']} parameter, {p['type']}",
                 )
-        if children["parameters"]:
-            db["parameters"].insert_all(children["parameters"])
+        rows_of["parameters"].extend(children["parameters"])
         for s in children["schemas"]:
             s["endpoint_id"] = eid
-        if children["schemas"]:
-            db["schemas"].insert_all(children["schemas"])
+        rows_of["schemas"].extend(children["schemas"])
         for f in children["fields"]:
             f["endpoint_id"] = eid
             if (
@@ -1587,14 +1749,24 @@ def materialize(
                     f["path"],
                     f"status {f['status_code']}, {f['type']}",
                 )
-        if children["fields"]:
-            db["fields"].insert_all(children["fields"])
+        rows_of["fields"].extend(children["fields"])
         for s in children["samples"]:
             s["endpoint_id"] = eid
-        if children["samples"]:
-            db["samples"].insert_all(children["samples"])
-        for r in grp:
-            db.execute("update observed_paths set endpoint_id = ? where id = ?", [eid, r["id"]])
+        rows_of["samples"].extend(children["samples"])
+        path_rows.extend((eid, r["id"]) for r in grp)
+    # the children of all endpoints, one statement per table (plain sqlite3: no per-row overhead)
+    statuses = rows_of.pop("endpoint_statuses")
+    if statuses:
+        conn.executemany("insert into endpoint_statuses(endpoint_id, status_code, count, content_types) "
+                         "values (?, ?, ?, ?)", statuses)
+    for table, dicts in rows_of.items():
+        by_cols: dict[tuple, list] = {}
+        for d in dicts:
+            by_cols.setdefault(tuple(d), []).append(tuple(d.values()))
+        for cols, values in by_cols.items():
+            conn.executemany(_insert_sql(table, cols), values)
+    if path_rows:
+        conn.executemany("update observed_paths set endpoint_id = ? where id = ?", path_rows)
     # endpoints that no longer exist (merged into a template, or rules changed)
     gone = {k: eid for k, eid in old.items() if k not in new_ids}
     if gone:
@@ -1675,6 +1847,10 @@ def materialize(
         "update services set endpoints = ?, probe_hits = ? where id = ?", [len(endpoints), probe_hits, sid]
     )
     return counts
+
+
+def _insert_sql(table: str, cols: tuple) -> str:
+    return f"insert into {table} ({', '.join(cols)}) values ({', '.join('?' * len(cols))})"
 
 
 def _status_summary(statuses: dict) -> str:
@@ -1858,6 +2034,7 @@ class EndpointMatcher:
         self.db = db
         self.generation: str | None = None
         self.by_service: dict[str, tuple[int, Templates, Skeletonizer]] = {}
+        self.tables = False  # the inventory tables exist (once they do, they stay)
 
     def _refresh(self) -> None:
         gen = _meta(self.db, "generation")
@@ -1866,9 +2043,15 @@ class EndpointMatcher:
             self.by_service = {}
 
     def match(self, service: str, method: str | None, path: str, operation: str | None = None) -> int | None:
-        if "inventory_meta" not in self.db.table_names():
+        if not self.tables:
+            if "inventory_meta" not in self.db.table_names():
+                return None
+            self.tables = True
+        try:
+            self._refresh()
+        except sqlite3.OperationalError:  # the tables went (a rolled-back run created them)
+            self.tables = False
             return None
-        self._refresh()
         entry = self.by_service.get(service)
         if entry is None:
             row = self.db.execute("select id from services where name = ?", [service]).fetchone()

@@ -367,6 +367,26 @@ class Redactor:
         self._uri_cache: dict[str, str] = {}
         self._hdr_cache: dict[tuple[str, str], str] = {}
         self._hdr_class: dict[str, int] = {}
+        self._memo: dict[tuple, Any] = {}
+        self._memo_bytes = 0
+
+    def memo(self, key: tuple, size: int, compute):
+        """``compute()``, remembered under ``key`` (whose parts include the input, e.g. a body's
+        bytes: exact, not a hash of it) while the inputs kept add up to at most 8 MiB.  For the
+        redacted text of a body the inventory samples: bodies repeat, redacting one costs."""
+        memo = self._memo
+        try:
+            return memo[key]
+        except KeyError:
+            pass
+        got = compute()
+        if size <= 1 << 20:
+            if self._memo_bytes + size > 8 << 20 or len(memo) >= 4096:
+                memo.clear()
+                self._memo_bytes = 0
+            memo[key] = got
+            self._memo_bytes += size
+        return got
 
     # ---- forms -----------------------------------------------------------------------------
     def digest(self, canonical: str) -> str:

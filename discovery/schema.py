@@ -22,6 +22,8 @@ import json
 import re
 from typing import Any
 
+import orjson
+
 from .redact import key_kind
 
 MAX_DEPTH = 10
@@ -58,10 +60,15 @@ def string_format(s: str) -> str | None:
     return None
 
 
+_TYPE_NAMES = {type(None): "null", bool: "boolean", int: "integer", float: "number", str: "string",
+               list: "array", dict: "object"}
+
+
 def _type(v: Any) -> str:
-    if v is None:
-        return "null"
-    if v is True or v is False:
+    t = _TYPE_NAMES.get(type(v))
+    if t is not None:
+        return t
+    if isinstance(v, bool):
         return "boolean"
     if isinstance(v, int):
         return "integer"
@@ -72,6 +79,25 @@ def _type(v: Any) -> str:
     if isinstance(v, list):
         return "array"
     return "object"
+
+
+_KEYS: dict[str, str] = {}
+
+
+def field_name(k: str) -> str:
+    """A JSON key as a field name: a key that is data (an email, a token, a card number) is named
+    by its kind, ``{email}``; cached per key."""
+    got = _KEYS.get(k)
+    if got is None:
+        got = k
+        if len(k) >= 16 or "@" in k or sum(c.isdigit() for c in k) >= 6:
+            kind = key_kind(k)  # a key that is data (an email, a token): never a field name
+            if kind is not None:
+                got = "{" + kind + "}"
+        if len(_KEYS) >= 50_000:
+            _KEYS.clear()
+        _KEYS[k] = got
+    return got
 
 
 def observe(node: dict | None, value: Any, ts: float, depth: int = 0, count: bool = True) -> dict:
@@ -98,10 +124,7 @@ def observe(node: dict | None, value: Any, ts: float, depth: int = 0, count: boo
     elif t == "object":
         props = node.setdefault("p", {})
         for k, v in value.items():
-            if len(k) >= 16 or "@" in k or sum(c.isdigit() for c in k) >= 6:
-                kind = key_kind(k)  # a key that is data (an email, a token): never a field name
-                if kind is not None:
-                    k = "{" + kind + "}"
+            k = _KEYS.get(k) or field_name(k)
             child = props.get(k)
             if child is None and len(props) >= MAX_PROPS:
                 if count:
@@ -115,6 +138,143 @@ def observe(node: dict | None, value: Any, ts: float, depth: int = 0, count: boo
         if items is not None:
             node["i"] = items
     return node
+
+
+# ---- one body's schema, computed once per distinct body and folded into accumulators ---------
+
+
+def shape(value: Any, depth: int = 0) -> dict:
+    """The learned schema of one JSON value alone, without first-seen times and without the
+    ``MAX_PROPS`` cap (applied when it is folded): ``observe(None, value, ts)`` less the ``"s"``
+    keys.  Bodies repeat (the same list, the same error), so the inventory computes this once
+    per distinct body (:class:`ShapeCache`) and :func:`fold` adds it to each accumulator."""
+    node: dict[str, Any] = {"n": 0, "t": {}}
+    _shape_into(node, value, depth)
+    return node
+
+
+def _shape_into(node: dict, value: Any, depth: int) -> None:
+    """``observe(node, value, ...)`` without first-seen times and without the cap."""
+    t = _TYPE_NAMES.get(type(value)) or _type(value)
+    node["n"] += 1
+    types = node["t"]
+    types[t] = types.get(t, 0) + 1
+    if depth >= MAX_DEPTH:
+        return
+    if t == "string":
+        f = string_format(value)
+        if f is not None:
+            fmts = node.get("f")
+            if fmts is None:
+                node["f"] = {f: 1}
+            else:
+                fmts[f] = fmts.get(f, 0) + 1
+    elif t == "object":
+        props = node.get("p")
+        if props is None:
+            props = node["p"] = {}
+        keys = _KEYS
+        for k, v in value.items():
+            k = keys.get(k) or field_name(k)
+            child = props.get(k)
+            if child is None:
+                child = props[k] = {"n": 0, "t": {}}
+            _shape_into(child, v, depth + 1)
+    elif t == "array":
+        if value:
+            items = node.get("i")
+            if items is None:
+                items = node["i"] = {"n": 0, "t": {}}
+            for v in value[:MAX_ITEMS]:
+                _shape_into(items, v, depth + 1)
+
+
+def fold(acc: dict | None, b: dict, ts: float, count: bool = True, k: int = 1) -> dict:
+    """``observe(acc, value, ts, count=count)`` for a value whose :func:`shape` is ``b``, ``k``
+    times (the same shape seen in ``k`` bodies, the earliest at ``ts``), in place: counts add,
+    first-seen times take ``ts`` where lower, properties over ``MAX_PROPS`` are counted in
+    ``x`` as ``observe`` counts them (once per occurrence).  ``b`` is not changed."""
+    if acc is None:
+        acc = {"n": 0, "t": {}, "s": ts}
+    elif ts < acc.get("s", ts):
+        acc["s"] = ts
+    if count:
+        acc["n"] += b["n"] * k
+        at = acc["t"]
+        for key, v in b["t"].items():
+            at[key] = at.get(key, 0) + v * k
+        bf = b.get("f")
+        if bf:
+            af = acc.get("f")
+            if af is None:
+                af = acc["f"] = {}
+            for key, v in bf.items():
+                af[key] = af.get(key, 0) + v * k
+    bp = b.get("p")
+    if bp is not None:
+        props = acc.get("p")
+        if props is None:
+            props = acc["p"] = {}
+        for key, c in bp.items():
+            child = props.get(key)
+            if child is None and len(props) >= MAX_PROPS:
+                if count:
+                    acc["x"] = acc.get("x", 0) + c["n"] * k
+                continue
+            props[key] = fold(child, c, ts, count, k)
+    bi = b.get("i")
+    if bi is not None:
+        acc["i"] = fold(acc.get("i"), bi, ts, count, k)
+    return acc
+
+
+class ShapeCache:
+    """Body -> its :func:`shape` (equal shapes are one object), bounded by the bytes of the
+    bodies kept.  Exact: looked up by CRC-32 and length, then compared byte for byte."""
+
+    def __init__(self, max_bytes: int = 8 << 20, max_entries: int = 4096):
+        self.max_bytes = max_bytes
+        self.max_entries = max_entries
+        self.data: dict[tuple[int, int], tuple[bytes, dict | None]] = {}
+        self.interned: dict[bytes, dict] = {}
+        self.bytes = 0
+        self.hits = self.misses = 0
+
+    def get(self, body: bytes, crc: int) -> dict:
+        """The shape of ``body`` (whose CRC-32 is ``crc``); raises ValueError when it is not
+        JSON (remembered too)."""
+        key = (crc, len(body))
+        got = self.data.get(key)
+        if got is not None and (got[0] is body or got[0] == body):
+            self.hits += 1
+            sh = got[1]
+        else:
+            self.misses += 1
+            try:
+                sh = self._intern(shape(parse_json(body)))
+            except (ValueError, UnicodeDecodeError, RecursionError):
+                sh = None
+            if len(body) <= self.max_bytes >> 3:
+                if self.bytes + len(body) > self.max_bytes or len(self.data) >= self.max_entries:
+                    self.data.clear()
+                    self.bytes = 0
+                self.data[key] = (body, sh)
+                self.bytes += len(body)
+        if sh is None:
+            raise ValueError("not JSON")
+        return sh
+
+    def _intern(self, sh: dict) -> dict:
+        try:
+            k = orjson.dumps(sh, option=orjson.OPT_SORT_KEYS)
+        except TypeError:
+            return sh
+        got = self.interned.get(k)
+        if got is None:
+            if len(self.interned) >= self.max_entries:
+                self.interned.clear()
+            got = self.interned[k] = sh
+        return got
 
 
 def merge(a: dict | None, b: dict | None) -> dict | None:
@@ -150,10 +310,19 @@ def _add(a: dict, b: dict) -> dict:
 
 
 def parse_json(body: bytes) -> Any:
-    """The JSON value of a body, or raise ValueError."""
+    """The JSON value of a body, or raise ValueError (orjson, with :func:`json.loads` for what
+    orjson refuses and ``json`` accepts: NaN, integers over 64 bits, lone surrogates)."""
     if len(body) > MAX_PARSE:
         raise ValueError("body too large to parse")
-    return json.loads(body)
+    return loads(body)
+
+
+def loads(data: bytes | str) -> Any:
+    """``json.loads``, parsed by orjson when it can (same values for what both accept)."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
 
 
 def key_paths(node: dict | None, depth: int = 2) -> set[str]:

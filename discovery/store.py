@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from typing import Any
 
+import orjson
 import sqlite_utils
 
 from .redact import Redactor, env_keep_raw, hash_key, warn_keep_raw
@@ -164,10 +166,8 @@ class Store:
             return
         red = self.redactor
         rows = [_tx_row(run_id, tx, red) for tx in txs]
-        cols = list(rows[0])
-        sql = f"INSERT INTO transactions ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
         with self.db.conn:
-            self.db.conn.executemany(sql, [tuple(r.values()) for r in rows])
+            self.db.conn.executemany(_TX_INSERT, rows)
 
     def close(self) -> None:
         self.db.close()
@@ -201,34 +201,69 @@ class TransactionLog:
         return {}
 
 
-def _tx_row(run_id: int, tx, red: Redactor) -> dict[str, Any]:
-    j = tx.to_json()
-    return {
-        "run_id": run_id,
-        "ts": tx.ts,
-        "ts_response": tx.ts_response,
-        "ts_end": tx.ts_end,
-        "client": j["client"],
-        "server": j["server"],
-        "protocol": tx.protocol,
-        "method": tx.method,
-        "host": j["host"],
-        "uri": red.uri(tx.uri),
-        "status_code": tx.status_code,
-        "reason": tx.reason,
-        "request_body_len": tx.request_body_len,
-        "response_body_len": tx.response_body_len,
-        "request_body_len_wire": tx.request_body_len_wire,
-        "response_body_len_wire": tx.response_body_len_wire,
-        "request_content_type": j["request_content_type"],
-        "response_content_type": j["response_content_type"],
-        "user_agent": j["user_agent"],
-        "latency": tx.latency,
-        "stream_id": tx.stream_id,
-        "flags": ",".join(sorted(tx.flags)),
-        "request_headers": json.dumps(red.headers(tx.request_headers)),
-        "response_headers": json.dumps(red.headers(tx.response_headers)),
-    }
+TX_COLUMNS = (
+    "run_id", "ts", "ts_response", "ts_end", "client", "server", "protocol", "method", "host", "uri",
+    "status_code", "reason", "request_body_len", "response_body_len", "request_body_len_wire",
+    "response_body_len_wire", "request_content_type", "response_content_type", "user_agent", "latency",
+    "stream_id", "flags", "request_headers", "response_headers",
+)
+_TX_INSERT = f"INSERT INTO transactions ({', '.join(TX_COLUMNS)}) VALUES ({', '.join('?' * len(TX_COLUMNS))})"
+_IP_TEXT: dict[bytes, str] = {}
+
+
+def _addr(ip: bytes, port: int) -> str:
+    """``ip:port`` as Transaction.client/server print it (the address text cached per IP)."""
+    t = _IP_TEXT.get(ip)
+    if t is None:
+        if len(_IP_TEXT) > 65536:
+            _IP_TEXT.clear()
+        t = _IP_TEXT[ip] = (socket.inet_ntop(socket.AF_INET, ip) if len(ip) == 4
+                            else "[" + socket.inet_ntop(socket.AF_INET6, ip) + "]")
+    return f"{t}:{port}"
+
+
+def _headers_json(headers: list) -> str:
+    try:
+        return orjson.dumps(headers).decode()
+    except TypeError:  # a lone surrogate (orjson insists on valid UTF-8)
+        return json.dumps(headers)
+
+
+def _tx_row(run_id: int, tx, red: Redactor) -> tuple:
+    """One ``transactions`` row (``TX_COLUMNS`` order), computed straight from the Transaction
+    (one pass over the request headers; no ``to_json``)."""
+    host = ua = req_ct = None
+    for k, v in tx.request_headers:
+        n = len(k)
+        if n == 4 or n == 10 or n == 12:  # host, user-agent, content-type: skip the rest unlowered
+            lk = k.lower()
+            if lk == "host":
+                if host is None:
+                    host = v
+            elif lk == "user-agent":
+                if ua is None:
+                    ua = v
+            elif lk == "content-type" and req_ct is None:
+                req_ct = v
+    resp_ct = None
+    for k, v in tx.response_headers:
+        if len(k) == 12 and k.lower() == "content-type":
+            resp_ct = v
+            break
+    ts, tsr = tx.ts, tx.ts_response
+    flags = tx.flags
+    return (
+        run_id, ts, tsr, tx.ts_end,
+        _addr(tx.client_ip, tx.client_port), _addr(tx.server_ip, tx.server_port),
+        tx.protocol, tx.method, host, red.uri(tx.uri), tx.status_code, tx.reason,
+        tx.request_body_len, tx.response_body_len, tx.request_body_len_wire, tx.response_body_len_wire,
+        req_ct, resp_ct, ua,
+        None if tsr is None or tx.method is None else max(0.0, tsr - ts),
+        tx.stream_id,
+        ",".join(sorted(flags)) if flags else "",
+        _headers_json(red.headers(tx.request_headers)),
+        _headers_json(red.headers(tx.response_headers)),
+    )
 
 
 def _now() -> str:

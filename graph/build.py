@@ -11,7 +11,9 @@ the node), ``calls_in``/``calls_out``, ``first_seen``/``last_seen`` (epoch secon
 ``auth`` ({scheme: calls received}), ``auth_schemes`` (sorted names: the inventory's when it
 has them, else the wire's), ``transports_in`` (["http", "tls", "tcp"] seen calling it),
 ``endpoints`` (int or None), ``findings`` ({severity: count}), ``severity`` (the highest, or
-None), ``group`` (the domain or subnet, used for clusters).
+None), ``group`` (the domain or subnet, used for clusters); from discovery.actors when its
+tables exist: ``risk`` of a service ({"score", "level", "endpoint"}: its riskiest endpoint)
+and ``flagged`` of a client (behaviour findings of the actors seen from it).
 
 Edge attributes: ``calls`` (requests + TLS connections + TCP flows), ``requests``,
 ``tls_connections``, ``tcp_flows``, ``methods``, ``statuses``, ``errors_4xx``, ``errors_5xx``,
@@ -26,6 +28,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import json
+import sqlite3
 from collections.abc import Iterable
 from typing import Any
 
@@ -215,6 +218,48 @@ def add_inventory(G: nx.DiGraph, db, res: Resolver) -> None:
         for _, d in G.nodes(data=True):
             present = [s for s in SEVERITIES if d["findings"].get(s)]
             d["severity"] = present[0] if present else ("unknown" if d["findings"] else None)
+    add_actor_risk(G, db, res)
+
+
+def add_actor_risk(G: nx.DiGraph, db, res: Resolver) -> None:
+    """From discovery.actors' tables, when present: ``risk`` of a service node (its riskiest
+    endpoint: {"score", "level", "endpoint"}) and ``flagged`` of a client node (the behaviour
+    findings of the actors seen from its addresses, short names)."""
+    try:
+        from discovery.behaviour import SHORT, endpoint_risk
+    except ImportError:
+        return
+    if {"id", "service_id", "method", "template"} <= _columns(db, "endpoints") and {"id", "name"} <= _columns(
+        db, "services"
+    ):
+        try:
+            risk = endpoint_risk(db)
+        except sqlite3.Error:  # tables of another shape: no risk on the map
+            risk = {}
+        for eid, name, method, template in db.execute(
+            "SELECT e.id, s.name, e.method, e.template FROM endpoints e "
+            "JOIN services s ON s.id = e.service_id"
+        ):
+            r = risk.get(eid)
+            node = res.service(name) if name else None
+            if not r or not r["score"] or node not in G:
+                continue
+            best = G.nodes[node].get("risk")
+            if best is None or r["score"] > best["score"]:
+                G.nodes[node]["risk"] = {"score": r["score"], "level": r["level"],
+                                         "endpoint": f"{method} {template}"}
+    if {"addresses", "findings"} <= _columns(db, "actors"):
+        by_addr: dict[str, set[str]] = {}
+        for addrs, found in db.execute("SELECT addresses, findings FROM actors WHERE findings != '[]'"):
+            for a in json.loads(addrs or "[]"):
+                by_addr.setdefault(a, set()).update(SHORT.get(f, f) for f in json.loads(found or "[]"))
+        if by_addr:
+            for n, d in G.nodes(data=True):
+                if d.get("kind") != "client":
+                    continue
+                got = set().union(*(by_addr.get(a, set()) for a in [n, *d.get("addresses", [])]))
+                if got:
+                    d["flagged"] = sorted(got)
 
 
 def graph_from_db(db, inventory: bool = True) -> nx.DiGraph:

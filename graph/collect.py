@@ -260,7 +260,12 @@ class GraphCollector:
 
     # ---- per transaction: keep it tiny ------------------------------------------------------
     def observe(self, tx) -> None:
-        skey = (tx.host, tx.server_ip, tx.server_port)
+        host = None
+        for k, v in tx.request_headers:  # tx.host, without lower-casing every header name
+            if len(k) == 4 and k.lower() == "host":
+                host = v
+                break
+        skey = (host, tx.server_ip, tx.server_port)
         hit = self._services.get(skey)
         if hit is None:
             hit = self._service_of(skey)
@@ -291,8 +296,9 @@ class GraphCollector:
                 e.errors_5xx += 1
             elif sc >= 400:
                 e.errors_4xx += 1
-        lat = tx.latency
-        if lat is not None:
+        tsr = tx.ts_response
+        if tsr is not None and tx.method is not None:  # tx.latency
+            lat = tsr - ts if tsr > ts else 0.0
             e.latency_count += 1
             e.latency_sum += lat
             b = 0 if lat <= LATENCY_MIN else min(int(_log(lat * _SCALE) * _INV_LOG_R) + 1, _LAST_BUCKET)

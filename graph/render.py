@@ -117,6 +117,10 @@ def _node_label(name: str, d: dict, compact: bool, shown: str | None = None) -> 
     if d.get("transports_in") == ["tls"]:
         facts.append("TLS only")
     lines = [" · ".join(facts)]
+    risk = d.get("risk")
+    if risk and risk["score"] >= 25:  # medium and up: the riskiest endpoint, by name
+        ep = risk["endpoint"] if len(risk["endpoint"]) <= 36 else risk["endpoint"][:35] + "…"
+        lines.append(f"risk {risk['score']} ({risk['level']}): {ep}")
     schemes = [s for s in d.get("auth_schemes", []) if s != "none"]
     if not compact and d["kind"] == "service" and (schemes or d.get("auth")):
         auth = ", ".join(schemes) if schemes else "none"
@@ -124,6 +128,11 @@ def _node_label(name: str, d: dict, compact: bool, shown: str | None = None) -> 
             auth += " + none"
         lines.append(f"auth: {auth}")
     small = "".join(f'<BR/><FONT POINT-SIZE="9" COLOR="#444444">{html.escape(x)}</FONT>' for x in lines)
+    if d.get("flagged"):  # a client whose actors were flagged by the behaviour analysis
+        names = d["flagged"]
+        rows = [", ".join(names[i : i + 3]) for i in range(0, len(names), 3)]  # 3 a line: a narrow node
+        text = "<BR/>".join(html.escape(r) for r in rows)
+        small += f'<BR/><FONT POINT-SIZE="9" COLOR="#b00000"><B>flagged: {text}</B></FONT>'
     return f"<<B>{html.escape(shown or name)}</B>{small}>"
 
 
@@ -174,11 +183,13 @@ def to_dot(G: nx.DiGraph, title: str | None = None, cluster: str = "auto") -> gr
         if d["kind"] == "client":
             fill, border = CLIENT_STYLE
             shape, style = "ellipse", "filled"
+            if d.get("flagged"):
+                border = "#b00000"
         else:
             fill, border = SEVERITY_STYLE.get(d.get("severity") or "", SERVICE_STYLE)
             shape, style = "box", "rounded,filled"
         extra = {"penwidth": "3"} if n == focus else {}
-        if d.get("severity") in ("critical", "high"):
+        if d.get("severity") in ("critical", "high") or d.get("flagged"):
             extra["penwidth"] = "2.5"
         shown = short_name(n, group) if group else n
         target.node(ids[n], label=_node_label(n, d, large, shown), shape=shape, style=style, fillcolor=fill,
@@ -251,6 +262,10 @@ def _legend(title: str | None, G: nx.DiGraph) -> str:
                 ' <FONT COLOR="#ef8a00">orange</FONT> 4xx &#8805; 25%; dashed = TLS (connections),'
                 " dotted = other TCP")
     rows.append(f"services filled by their worst finding: {sev}")
+    if any(d.get("risk") or d.get("flagged") for _, d in G.nodes(data=True)):
+        rows.append("risk: the service's riskiest endpoint (0-100, apisensor endpoints); "
+                    '<FONT COLOR="#b00000">flagged</FONT>: behaviour findings of actors from that client '
+                    "(apisensor actors)")
     body = "".join(f'<TR><TD ALIGN="LEFT">{r}</TD></TR>' for r in rows)
     return f'<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="2" CELLPADDING="1">{body}</TABLE>>'
 

@@ -121,41 +121,39 @@ class Body:
         self._decode(data)
 
     def _decode(self, data: bytes) -> None:
-        # Push through every layer; stepwise output keeps memory small for bombs.
-        pending = [data]
         try:
-            for layer in self._layers:
-                nxt = []
-                for piece in pending:
-                    rest = piece
-                    while True:
-                        out, rest = layer.process(rest, _STEP)
-                        if out:
-                            nxt.append(out)
-                        if not rest and not out:
-                            break
-                        if not rest:
-                            # drain buffered output (brotli may hold more)
-                            out2, _ = layer.drain(_STEP)
-                            while out2:
-                                nxt.append(out2)
-                                if sum(map(len, nxt)) + self.decoded_len > self._dcap:
-                                    break
-                                out2, _ = layer.drain(_STEP)
-                            break
-                        if sum(map(len, nxt)) + self.decoded_len > self._dcap:
-                            break
-                pending = nxt
+            self._push(0, data)
         except Exception:  # zlib.error, brotli.error: corrupt or mislabelled content
             self.flags.add(FLAG_DECODE_ERROR)
-            return
-        for piece in pending:
-            if self.decoded_len + len(piece) > self._dcap:
-                piece = piece[: max(0, self._dcap - self.decoded_len)]
+
+    def _push(self, i: int, data: bytes) -> None:
+        """Push ``data`` through layer ``i`` and the ones after it, one step of output at a
+        time: a bomb costs CPU up to the cap, but never more than a step of memory per layer."""
+        if i == len(self._layers):
+            room = self._dcap - self.decoded_len
+            if len(data) > room:
+                data = data[: max(0, room)]
                 self.flags.add(FLAG_DECODE_LIMIT)
-            self._keep(piece)
+            self._keep(data)
+            return
+        layer = self._layers[i]
+        rest = data
+        while True:
+            out, rest = layer.process(rest, _STEP)
+            if not out:
+                return  # all consumed, or no progress: never spin
+            self._push(i + 1, out)
             if FLAG_DECODE_LIMIT in self.flags:
-                break
+                return
+            if not rest:
+                # drain buffered output (brotli may hold more)
+                while True:
+                    out, _ = layer.drain(_STEP)
+                    if not out:
+                        return
+                    self._push(i + 1, out)
+                    if FLAG_DECODE_LIMIT in self.flags:
+                        return
 
     def _keep(self, data: bytes) -> None:
         if not data:

@@ -64,7 +64,8 @@ class Decoder:
     def __init__(self, stats: Stats, limits: Limits | None = None):
         limits = limits or Limits()
         self.stats = stats
-        self.defrag = Defragmenter(stats, limits.max_fragments, limits.fragment_timeout)
+        self.defrag = Defragmenter(stats, limits.max_fragments, limits.fragment_timeout,
+                                   limits.max_fragment_bytes)
         self._link = {
             LINKTYPE_ETHERNET: self._ethernet,
             LINKTYPE_NULL: self._null,

@@ -61,6 +61,7 @@ _TOKEN_PREFIX = re.compile(rb"[A-Za-z][A-Za-z0-9_-]{0,31}")
 _LOOKS_REQ = re.compile(rb"[A-Za-z][A-Za-z0-9_-]{0,31} ")
 
 _MAX_CL = 1 << 62
+_HEX = re.compile(rb"[0-9A-Fa-f]+")
 
 # parser states
 START, HEAD, BODY_CL, CHUNK_SIZE, CHUNK_DATA, CHUNK_END, TRAILERS, BODY_EOF, RESYNC, TUNNEL, DEAD = range(11)
@@ -251,6 +252,14 @@ class HTTP1Parser:
     def _buffered(self) -> int:
         return len(self.buf) - self.pos
 
+    def _text(self, b: bytes) -> str:
+        """UTF-8, else Latin-1 (every byte kept) with the anomaly counted."""
+        try:
+            return b.decode("utf-8")
+        except UnicodeDecodeError:
+            self.stats.anomaly("http.invalid_utf8")
+            return b.decode("latin-1")
+
     # ---- state machine -----------------------------------------------------------------------
     def _run(self) -> None:
         while self.pos < len(self.buf):
@@ -305,7 +314,7 @@ class HTTP1Parser:
                 else:
                     msg.version = m.group(1).decode("ascii")
                     msg.status = int(m.group(2))
-                    msg.reason = _text(m.group(3))
+                    msg.reason = self._text(m.group(3))
                 self.pos = m.end()
                 self.scan = self.pos - 1
                 self.state = HEAD
@@ -325,6 +334,7 @@ class HTTP1Parser:
             if nl < 0:
                 if len(buf) - pos > self.limits.max_header_bytes:
                     self._lost("http.request_line_too_long")
+                    self.messages += 1  # an HTTP message all the same: resynchronise, don't give up
                     return True
                 return False
             line = bytes(buf[pos:nl]).rstrip(b"\r")
@@ -337,6 +347,7 @@ class HTTP1Parser:
         if nl < 0:
             if len(buf) - pos > self.limits.max_header_bytes:
                 self._lost("http.status_line_too_long")
+                self.messages += 1  # an HTTP message all the same: resynchronise, don't give up
                 return True
             return False
         line = bytes(buf[pos:nl]).rstrip(b"\r")
@@ -348,7 +359,7 @@ class HTTP1Parser:
         msg = self._new_message()
         msg.version = f"{m.group(1).decode()}.{m.group(2).decode()}"
         msg.status = int(m.group(3))
-        msg.reason = _text(m.group(4).strip()) if m.group(4) else ""
+        msg.reason = self._text(m.group(4).strip()) if m.group(4) else ""
         self.pos = nl + 1
         self.scan = nl
         self.state = HEAD
@@ -369,7 +380,7 @@ class HTTP1Parser:
             msg.version = vm[1]
             if valid_method:
                 msg.method = method.decode("ascii")
-                msg.uri = _text(uri)
+                msg.uri = self._text(uri)
             else:
                 msg.flags.add(FLAG_MALFORMED)
                 self.stats.anomaly("http.bad_request_line")
@@ -391,7 +402,7 @@ class HTTP1Parser:
             # no version, but more lines follow: a sloppy request with headers, not HTTP/0.9
             msg = self._new_message()
             msg.method = method.decode("ascii")
-            msg.uri = _text(uri)
+            msg.uri = self._text(uri)
             msg.flags.add(FLAG_MALFORMED)
             self.stats.anomaly("http.request_line_without_version")
             self.pos = after
@@ -402,7 +413,7 @@ class HTTP1Parser:
             # HTTP/0.9 simple request: the line is the whole request
             msg = self._new_message()
             msg.method = method.decode("ascii")
-            msg.uri = _text(uri)
+            msg.uri = self._text(uri)
             msg.version = "0.9"
             msg.flags.add(FLAG_HTTP09)
             self.pos = after
@@ -483,7 +494,7 @@ class HTTP1Parser:
             if block.isascii():
                 pairs = _HEADER_PAIR_STR.findall(block.decode("ascii"))
             else:
-                pairs = [(k.decode("latin-1"), _text(v)) for k, v in _HEADER_PAIR.findall(block)]
+                pairs = [(k.decode("latin-1"), self._text(v)) for k, v in _HEADER_PAIR.findall(block)]
             out += pairs
             for k, v in pairs:
                 kl = k.lower()
@@ -499,7 +510,7 @@ class HTTP1Parser:
                 continue
             if line[0] in (32, 9) and out:  # obsolete line folding
                 k, v = out[-1]
-                out[-1] = (k, v + " " + _text(line.strip()))
+                out[-1] = (k, v + " " + self._text(line.strip()))
                 if hmap.get(k.lower()) == v:
                     hmap[k.lower()] = out[-1][1]
                 continue
@@ -507,10 +518,16 @@ class HTTP1Parser:
             if not colon:
                 self.stats.anomaly("http.bad_header_line")
                 continue
+            if name[-1:] in (b" ", b"\t"):
+                # "Transfer-Encoding : chunked": servers must reject it, some proxies strip
+                # the space; on a framing header that is request smuggling
+                self.stats.anomaly("http.space_before_colon")
+                if name.strip().lower() in (b"transfer-encoding", b"content-length"):
+                    msg.flags.add(FLAG_SMUGGLING)
             if len(out) >= limit:
                 self.stats.anomaly("http.too_many_headers")
                 continue
-            k, v = name.strip().decode("latin-1"), _text(value.strip())
+            k, v = name.strip().decode("latin-1"), self._text(value.strip())
             out.append((k, v))
             kl = k.lower()
             if kl in hmap:
@@ -594,7 +611,7 @@ class HTTP1Parser:
 
     def _content_length(self, v: str) -> bool:
         """Frame the body by a Content-Length value; False if the value is not a valid length."""
-        if not v.isdigit() or int(v) > _MAX_CL:
+        if not (v.isascii() and v.isdigit()) or int(v) > _MAX_CL:  # "1²" is a digit to isdigit()
             return False
         n = int(v)
         if n == 0:
@@ -630,12 +647,11 @@ class HTTP1Parser:
         self.pos = nl + 1
         if not size_txt:
             return True  # tolerate an extra blank line
-        try:
-            size = int(size_txt, 16)
-        except ValueError:
+        if _HEX.fullmatch(size_txt) is None:  # int(x, 16) would take "0x1f", "+1f", "1_f"
             self._bad_chunk()
             return True
-        if size < 0 or size > _MAX_CL:
+        size = int(size_txt, 16)
+        if size > _MAX_CL:
             self._bad_chunk()
             return True
         if size == 0:

@@ -895,7 +895,7 @@ def _strip_padding(frame: _Frame, stats: Stats) -> bytes:
 
 
 def _status(value: str | None) -> int | None:
-    if value is None or len(value) != 3 or not value.isdigit():
+    if value is None or len(value) != 3 or not (value.isascii() and value.isdigit()):
         return None
     return int(value)
 

@@ -45,6 +45,10 @@ def _worker(paths: list[str], idx: int, n: int, limits: Limits, q, want_events: 
         p = Pipeline(out, limits, stats, on_event=out if want_events else None, shard=(idx, n))
         p.run(merge(files))
         p.finish()
+        if idx == 0:  # every worker reads every file: one of them reports the files' problems
+            for f in files:
+                stats.anomalies.update(f.anomalies)
+                stats.truncated_files += f.truncated
         if batch:
             q.put(("items", batch[:]))
         q.put(("done", (idx, stats)))
@@ -89,7 +93,8 @@ def run(paths: list[str], workers: int, limits: Limits, stats: Stats,
 
 
 def _add(total: Stats, part: Stats) -> None:
-    for k in ("packets", "bytes", "flows", "http_flows", "tls_flows", "other_flows", "transactions"):
+    for k in ("packets", "bytes", "flows", "http_flows", "tls_flows", "other_flows", "transactions",
+              "truncated_files"):
         setattr(total, k, getattr(total, k) + getattr(part, k))
     total.anomalies.update(part.anomalies)
 

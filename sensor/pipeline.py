@@ -29,9 +29,12 @@ from .transaction import Transaction
 H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _PEEK = 8192
 _BINARY = re.compile(rb"[\x00-\x08\x0e-\x1f\x7f]")  # bytes of each direction looked at for detection
+_LONG_REQUEST = re.compile(rb"[A-Z][A-Z0-9_-]{0,31} (?:/|https?://)[!-~]{1000}")
 
 HTTP1, HTTP2, TLS, OTHER = "http1", "h2", "tls", "other"
 HTTP_PORTS = frozenset((80, 8000, 8008, 8080, 8888, 3128))  # tie-breaker for malformed text only
+# counted as anomalies "body.truncated" (body_cap), "body.decode_limit" (decompressed_cap), ...
+_BODY_FLAGS = frozenset(("truncated", "decode_limit", "decode_error"))
 
 
 def _classify(b: bytes, final: bool) -> str | None:
@@ -54,7 +57,10 @@ def _classify(b: bytes, final: bool) -> str | None:
     if _BINARY.search(line, 0, 512):
         return "no"
     if nl < 0 and not final:
-        return None if n < _PEEK else "no"
+        if n < _PEEK:
+            return None
+        # a request line longer than we look at (a huge URI: an attack on HTTP, to be counted)
+        return "req" if _LONG_REQUEST.match(b) else "no"
     line = line.rstrip(b"\r")
     if version_at_end(line) is not None:
         return "req"
@@ -185,6 +191,8 @@ class FlowHandler:
                 self._tls_hello(client_dir, events[0][3] if events else flow.first_ts)
             else:
                 stats.other_flows += 1
+                if self.total and (flow.a[1] in HTTP_PORTS or flow.b[1] in HTTP_PORTS):
+                    stats.anomaly("flow.not_http_on_http_port")  # binary junk, another protocol
             flow.ignored = True
             return
         for kind, d, arg, ts in events:
@@ -281,6 +289,9 @@ class Pipeline:
     def emit(self, tx: Transaction) -> None:
         if tx.protocol == "HTTP/2":
             self.stats.transactions += 1
+        if tx.flags and not _BODY_FLAGS.isdisjoint(tx.flags):
+            for flag in _BODY_FLAGS.intersection(tx.flags):  # a body bound hit, or undecodable
+                self.stats.anomaly("body." + flag)
         self.on_transaction(tx)
 
     def feed(self, ts: float, linktype: int, data: bytes) -> None:

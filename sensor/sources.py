@@ -18,13 +18,19 @@ import heapq
 import os
 import struct
 import zlib
+from collections import Counter
 from collections.abc import Iterator
 from typing import BinaryIO
 
 Record = tuple[float, int, bytes]
 
 _CHUNK = 4 << 20
-_MAX_RECORD = 256 << 20  # a record claiming more than this is corrupt
+# A record or block claiming more than this is corrupt, whatever the file's snaplen says
+# (libpcap never captures more than 256 KiB per packet): it bounds what one record costs.
+_MAX_RECORD = 16 << 20
+_MAX_WARNINGS = 20  # per file; further problems are only counted
+# smallest valid pcapng block length by type (fixed fields + the two length words)
+_MIN_BLOCK = {0x0A0D0D0A: 28, 1: 20, 2: 32, 3: 16, 6: 32}
 
 PCAP_MAGICS = {
     b"\xd4\xc3\xb2\xa1": ("<", 1e-6, 16),
@@ -58,31 +64,40 @@ class _Gunzip:
         self.raw = raw
         self.obj = zlib.decompressobj(16 + zlib.MAX_WBITS)
         self.pending = bytearray()  # decoded, not yet returned
+        self.comp = b""  # compressed bytes read, not yet decoded from ``cpos`` on
+        self.cpos = 0
         self.eof = False
         self.error: Exception | None = None
 
     def _fill(self, n: int) -> None:
+        # Small steps in and out: zlib discards a call's output when it raises, so corrupt
+        # data costs at most one step of good bytes before it; and output stops once ``n``
+        # bytes are pending, so a compressed capture never inflates far ahead of the reader.
         while len(self.pending) < n and not self.eof:
-            comp = self.raw.read(1 << 20)
-            if not comp:
-                self.eof = True
-                if not self.obj.eof and self.error is None:
-                    self.error = EOFError("compressed file ended before the end-of-stream marker")
-                break
-            # small steps: zlib discards a call's output when it raises, so corrupt data
-            # costs at most one step of good bytes before it
-            for i in range(0, len(comp), 1 << 14):
-                try:
-                    out = self.obj.decompress(comp[i : i + (1 << 14)])
-                    while self.obj.eof and self.obj.unused_data:  # next gzip member
-                        rest = self.obj.unused_data
-                        self.obj = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                        out += self.obj.decompress(rest)
-                except zlib.error as e:
+            if self.cpos >= len(self.comp):
+                self.comp, self.cpos = self.raw.read(1 << 20), 0
+                if not self.comp:
                     self.eof = True
-                    self.error = e
+                    if not self.obj.eof and self.error is None:
+                        self.error = EOFError("compressed file ended before the end-of-stream marker")
                     break
-                self.pending += out
+            piece = self.comp[self.cpos : self.cpos + (1 << 14)]
+            if self.obj.eof:  # the member ended and more bytes follow: the next gzip member
+                self.obj = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            try:
+                out = self.obj.decompress(piece, 1 << 20)
+            except zlib.error as e:
+                self.eof = True
+                self.error = e
+                break
+            rest = self.obj.unused_data if self.obj.eof else self.obj.unconsumed_tail
+            used = len(piece) - len(rest)
+            if not used and not out:  # no progress (cannot happen with zlib): never spin
+                self.eof = True
+                self.error = zlib.error("gzip stream makes no progress")
+                break
+            self.cpos += used
+            self.pending += out
 
     def peek(self, n: int) -> bytes:
         self._fill(n)
@@ -145,6 +160,8 @@ class CaptureFile:
         self.bytes = 0
         self.linktypes: set[int] = set()
         self.warnings: list[str] = []
+        # problems by kind (capture.truncated, capture.corrupt_record, ...), for Stats.anomalies
+        self.anomalies: Counter = Counter()
         self.size = 0
         self._raw: BinaryIO | None = None
         self._f = self._open(path)
@@ -206,13 +223,21 @@ class CaptureFile:
         except (OSError, EOFError, zlib.error) as e:
             # e.g. a corrupt gzip stream: keep what was read, report it
             self.truncated = True
-            self.warnings.append(f"{self.path}: read error after {self.records} packets ({e})")
+            self._warn("capture.read_error", f"{self.path}: read error after {self.records} packets ({e})")
         finally:
             self._f.close()
 
+    def _warn(self, kind: str, msg: str) -> None:
+        self.anomalies[kind] += 1
+        if len(self.warnings) < _MAX_WARNINGS:
+            self.warnings.append(msg)
+        elif len(self.warnings) == _MAX_WARNINGS:
+            self.warnings.append(f"{self.path}: more problems (only counted, see the anomalies)")
+
     def _cut(self, what: str) -> None:
         self.truncated = True
-        self.warnings.append(f"{self.path}: file ends inside a {what} after {self.records} packets")
+        self._warn("capture.truncated",
+                   f"{self.path}: file ends inside a {what} after {self.records} packets")
 
     def _pcap(self, c: _Chunks) -> Iterator[Record]:
         if not c.need(24):
@@ -224,7 +249,7 @@ class CaptureFile:
         self.linktypes.add(linktype)
         c.pos = 24
         hdr = struct.Struct(endian + "IIII").unpack_from
-        max_len = max(_MAX_RECORD, snaplen) if snaplen else _MAX_RECORD
+        max_len = _MAX_RECORD
         buf, pos = c.buf, c.pos
         end = len(buf)
         records = nbytes = 0
@@ -248,10 +273,10 @@ class CaptureFile:
                     self.bytes += nbytes
                     records = nbytes = 0
                     if incl > max_len:
+                        c.pos = pos  # for c.offset()
                         self.truncated = True
-                        self.warnings.append(
-                            f"{self.path}: corrupt record at offset {c.offset()} (length {incl}); stopped"
-                        )
+                        self._warn("capture.corrupt_record", f"{self.path}: corrupt record at offset "
+                                   f"{c.offset()} (length {incl}); stopped")
                         return
                     c.pos = pos
                     if not c.need(rec_len + incl):
@@ -287,15 +312,14 @@ class CaptureFile:
                     endian = ">"
                 else:
                     self.truncated = True
-                    self.warnings.append(f"{self.path}: bad pcapng byte-order magic; stopped")
+                    self._warn("capture.corrupt_block", f"{self.path}: bad pcapng byte-order magic; stopped")
                     return
                 ifaces = []
             (btype_n, blen) = struct.unpack_from(endian + "II", c.buf, c.pos)
-            if blen < 12 or blen % 4 or blen > _MAX_RECORD:
+            if blen < _MIN_BLOCK.get(btype_n, 12) or blen % 4 or blen > _MAX_RECORD:
                 self.truncated = True
-                self.warnings.append(
-                    f"{self.path}: corrupt pcapng block at offset {c.offset()} (length {blen}); stopped"
-                )
+                self._warn("capture.corrupt_block", f"{self.path}: corrupt pcapng block at offset "
+                           f"{c.offset()} (length {blen}); stopped")
                 return
             if not c.need(blen):
                 self._cut("pcapng block")
@@ -319,7 +343,8 @@ class CaptureFile:
                     self.bytes += incl
                     yield last_ts, linktype, c.buf[data_at : data_at + incl]
                 else:
-                    self.warnings.append(f"{self.path}: packet block with bad interface or length skipped")
+                    self._warn("capture.bad_packet_block",
+                               f"{self.path}: packet block with bad interface or length skipped")
             elif btype_n == 3:  # Simple Packet Block: interface 0, no timestamp
                 (orig,) = struct.unpack_from(endian + "I", c.buf, body)
                 incl = min(orig, blen - 16)

@@ -20,14 +20,16 @@ Policy (documented in the README):
   a gap when the peer acknowledges data beyond it (the receiver got bytes we never saw), when
   the buffer is full, or when the flow ends.
 - SYN payloads (TCP Fast Open) are data.  RST ends the flow.  Flows idle longer than
-  ``flow_idle_timeout`` end; when the table holds ``max_flows``, the least recently active
-  tenth is evicted (counted).  Ended flows linger a few seconds so late retransmissions
-  don't start a new flow; a new SYN does.
+  ``flow_idle_timeout`` end; when the table holds ``max_flows``, a tenth is evicted (counted):
+  flows that never carried a byte (half-open) before the least recently active.  All flows
+  together buffer at most ``max_ooo_total`` out-of-order bytes.  Ended flows linger a few
+  seconds so late retransmissions don't start a new flow; a new SYN does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from operator import attrgetter
 from typing import Any, Protocol
 
 from .limits import Limits
@@ -38,6 +40,7 @@ _M = 0xFFFFFFFF
 _LINGER = 5.0
 _RST_LINGER = 1.0
 _SWEEP_EVERY = 5.0
+_BY_AGE = attrgetter("last_ts")
 
 
 def _rel(a: int, b: int) -> int:
@@ -97,6 +100,7 @@ class FlowTable:
         self.flows: dict[tuple, Flow] = {}
         self._next_sweep = 0.0
         self.now = 0.0
+        self.ooo_total = 0  # out-of-order bytes buffered over all flows (``max_ooo_total``)
 
     # ---- entry point -------------------------------------------------------------------------
     def segment(self, ts: float, seg: tuple) -> None:
@@ -220,7 +224,9 @@ class FlowTable:
             if half.fin_seq is not None and _rel(seq, half.fin_seq) >= 0:
                 self.stats.anomaly("tcp.data_after_fin")
                 return
+            before = half.ooo_bytes
             self._store(half, seq, payload)
+            self.ooo_total += half.ooo_bytes - before
             if delta == 0:
                 self._drain(flow, d, half, ts)
             else:
@@ -229,6 +235,12 @@ class FlowTable:
                     self._skip_gap(flow, d, half, ts)
                 elif half.peer_ack is not None and _rel(half.peer_ack, half.next) > 0:
                     self._skip_gap(flow, d, half, ts, upto=half.peer_ack)
+                if self.ooo_total > self.limits.max_ooo_total and half.ooo:
+                    # all flows together hold too much: this direction gives up its holes (the
+                    # total was within the budget before this segment, so that is enough)
+                    self.stats.anomaly("tcp.ooo_total_exceeded")
+                    while half.ooo:
+                        self._skip_gap(flow, d, half, ts)
         if half.fin_seq is not None:
             self._check_fin(flow, d, half, ts)
 
@@ -265,6 +277,7 @@ class FlowTable:
                 break
             data = ooo.pop(s)
             half.ooo_bytes -= len(data)
+            self.ooo_total -= len(data)
             if delta + len(data) > 0:
                 piece = data[-delta:] if delta else data
                 half.next = (half.next + len(piece)) & _M
@@ -315,6 +328,11 @@ class FlowTable:
                 if not half.done and half.next is not None:
                     half.done = True
                     flow.handler.fin(d, ts)
+        for half in flow.halves:  # an ignored flow's buffered segments are dropped unread
+            if half.ooo_bytes:
+                self.ooo_total -= half.ooo_bytes
+                half.ooo.clear()
+                half.ooo_bytes = 0
         flow.closed = True
         flow.handler.end(ts, reason)
         flow.handler = _CLOSED
@@ -338,8 +356,15 @@ class FlowTable:
                 self._forget(flow)
 
     def _evict(self, now: float) -> None:
-        victims = sorted(self.flows.values(), key=lambda f: (not f.closed, f.last_ts))
-        n = max(1, len(victims) // 10)
+        # closed flows first, then flows that never carried a byte (half-open: a SYN flood),
+        # then the least recently active (list comprehensions and a C key: a flood evicts often)
+        flows = self.flows.values()
+        n = max(1, len(flows) // 10)
+        victims = [f for f in flows if f.closed]
+        for carried in (False, True):
+            if len(victims) < n:
+                live_ones = [f for f in flows if not f.closed and bool(f.bytes) == carried]
+                victims += sorted(live_ones, key=_BY_AGE)[: n - len(victims)]
         live = 0
         for flow in victims[:n]:
             if not flow.closed:

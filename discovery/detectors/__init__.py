@@ -15,7 +15,7 @@ to add one.
 from __future__ import annotations
 
 from .base import API2, API3, API8, SEVERITIES, SEVERITY_RANK, Base, Detector, Finding, Leaf, key_words
-from .context import SCAN_CAP, Context
+from .context import SCAN_CAP, BodyMemo, Context
 from .redaction import Hasher
 from .scan import Scanner
 
@@ -108,12 +108,14 @@ class Registry:
         return got
 
     def detect(
-        self, tx, hasher: Hasher | None = None, only: set[str] | None = None, *, bodies: bool = True
+        self, tx, hasher: Hasher | None = None, only: set[str] | None = None, *, bodies: bool = True,
+        memo: BodyMemo | None = None,
     ) -> list[Finding]:
         """Findings of every detector for ``tx`` (``only``: just these detectors; ``bodies=False``:
-        leave the request and response bodies out, for a sampled-out transaction)."""
+        leave the request and response bodies out, for a sampled-out transaction; ``memo``:
+        bodies walked before, see :class:`~.context.BodyMemo`)."""
         plan = self._plan or self._build_plan()
-        ctx = Context(tx, self.scanner, hasher, self.wants, bodies)
+        ctx = Context(tx, self.scanner, hasher, self.wants, bodies, memo)
         hits = ctx._hits
         wanted = ctx.wanted
         for d, reads in plan:
@@ -160,6 +162,7 @@ __all__ = [
     "API2",
     "API3",
     "API8",
+    "BodyMemo",
     "REGISTRY",
     "SCAN_CAP",
     "SEVERITIES",

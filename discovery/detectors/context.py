@@ -22,6 +22,8 @@ import re
 from itertools import chain, islice, repeat
 from urllib.parse import parse_qsl, unquote
 
+import orjson
+
 from .base import Finding, Hit, Leaf, key_words
 from .redaction import Hasher
 from .scan import Scanner
@@ -186,10 +188,35 @@ ERROR_GROUPS = frozenset(
     {"sql", "dbg", "tr_py", "tr_jvm", "tr_net", "tr_node", "tr_php", "tr_ruby", "tr_go", "tr_rust"}
 )
 _PATHISH = ("/", ":\\")
+_NUL_SEP = "\x00"
 
 
 def _is_str(v) -> bool:
     return type(v) is str
+
+
+class BodyMemo:
+    """Bodies already walked -> their candidate leaves (exact: keyed by the body's bytes and
+    what else the walk reads), bounded by the bytes of the bodies kept.  The findings sink keeps
+    one: API responses repeat (the same list, the same error page)."""
+
+    def __init__(self, max_bytes: int = 8 << 20, max_entries: int = 4096):
+        self.max_bytes = max_bytes
+        self.max_entries = max_entries
+        self.data: dict[tuple, tuple] = {}
+        self.bytes = 0
+
+    def get(self, key: tuple) -> tuple | None:
+        return self.data.get(key)
+
+    def put(self, key: tuple, size: int, value: tuple) -> None:
+        if size > self.max_bytes >> 3:
+            return
+        if self.bytes + size > self.max_bytes or len(self.data) >= self.max_entries:
+            self.data.clear()
+            self.bytes = 0
+        self.data[key] = value
+        self.bytes += size
 
 
 class Context:
@@ -204,7 +231,8 @@ class Context:
     Without it (``wants=None``) every value is a leaf, as before.
     """
 
-    def __init__(self, tx, scanner: Scanner, hasher: Hasher | None = None, wants=None, bodies: bool = True):
+    def __init__(self, tx, scanner: Scanner, hasher: Hasher | None = None, wants=None, bodies: bool = True,
+                 memo: BodyMemo | None = None):
         self.tx = tx
         self.status = tx.status_code or 0
         self.hash = hasher or Hasher()
@@ -217,6 +245,9 @@ class Context:
         self.wanted: set[str] = set()  # key-driven detectors that have a leaf to read
         self._wants = wants
         self._bodies = bodies  # False: headers, cookies, query and path only (a sampled-out body)
+        self._memo = memo  # bodies already walked (their candidates), see BodyMemo
+        self._segs: list[tuple[int, int, list]] = []  # remembered bodies' ranges of _cand
+        self._debug_literals = scanner.debug_literals
         self._cand: list[list] = []
         self._hits: dict[str, list[Hit]] = {}
         self._build()
@@ -284,6 +315,39 @@ class Context:
     def _body(self, side: str, body: bytes, ctype: str, truncated: bool) -> None:
         if not body or not self._bodies or ctype.startswith(_BINARY_TYPES):
             return
+        memo = self._memo
+        if memo is None:
+            self._walk_body(side, body, ctype, truncated)
+            return
+        # the candidates of a body depend only on these: walk each distinct body once
+        ok = 200 <= self.status < 300 or side == "request"
+        key = (side, body, ctype, truncated, ok, self._wants is None)
+        got = memo.get(key)
+        if got is None:
+            outer, docs = self._cand, self.docs_page
+            self._cand, self.docs_page = [], False
+            try:
+                self._walk_body(side, body, ctype, truncated)
+                lits = self._debug_literals
+                values = _NUL_SEP.join(c[_VAL] for c in self._cand)
+                # [candidates, text view, docs page, debug marker, {status >= 400: matches}]
+                got = [self._cand, self.body_text.get(side), self.docs_page,
+                       lits is None or any(lit in values for lit in lits), {}]
+            finally:
+                self._cand, self.docs_page = outer, docs
+            memo.put(key, len(body), got)
+        cands, text, docs = got[0], got[1], got[2]
+        start = len(self._cand)
+        room = MAX_LEAVES - start
+        self._cand.extend(cands if len(cands) <= room else cands[: max(room, 0)])
+        if len(self._cand) > start:
+            self._segs.append((start, len(self._cand), got))
+        if text is not None:
+            self.body_text[side] = text
+        if docs:
+            self.docs_page = True
+
+    def _walk_body(self, side: str, body: bytes, ctype: str, truncated: bool) -> None:
         data = body[:SCAN_CAP]
         cut = truncated or len(body) > SCAN_CAP
         text = data.decode("utf-8", "replace")
@@ -292,9 +356,12 @@ class Context:
         keep = self._wants is None
         if not cut and ("json" in ctype or (head in "{[" and head)):
             try:
-                doc = json.loads(text)
-            except ValueError:
-                doc = None
+                doc = orjson.loads(data)  # what json.loads(text) gives, when it parses
+            except orjson.JSONDecodeError:
+                try:
+                    doc = json.loads(text)  # NaN, 65-bit integers, invalid UTF-8 replaced, a BOM...
+                except ValueError:
+                    doc = None
             if isinstance(doc, (dict, list)):
                 self._column([doc], where + ":$", "", "", side, 0, keep)
                 return
@@ -487,19 +554,28 @@ class Context:
         scanned by :meth:`Scanner.scan_many` with the groups selected for the whole
         transaction (prefilters on all its text)."""
         cands = self._cand
-        found: list = [None] * len(cands)
-        plain: list[str] = []
-        where: list[int] = []
-        for i, c in enumerate(cands):
-            v = c[_VAL]
-            if len(v) >= 40 and _OPAQUE.fullmatch(v):
-                found[i] = scanner.scan_only(v, OPAQUE_GROUPS)
-            else:
-                plain.append(v)
-                where.append(i)
-        if plain:
-            for i, got in zip(where, scanner.scan_values(plain, self.status)):
-                found[i] = got
+        segs = self._segs
+        if segs and (self.status >= 400 or not self._debug_marks(scanner)):
+            # bodies seen before: their matches are remembered (a value's matches do not depend
+            # on the other values, only on the status class and, below 400, on a debug page
+            # marker anywhere in the transaction, which is not there)
+            flag = self.status >= 400
+            found = [None] * len(cands)
+            rest: list[int] = []
+            pos = 0
+            for start, end, entry in segs:
+                rest.extend(range(pos, start))
+                got = entry[4].get(flag)
+                if got is None:
+                    got = entry[4][flag] = self._matches(entry[0], scanner)
+                found[start:end] = got[: end - start]
+                pos = end
+            rest.extend(range(pos, len(cands)))
+            if rest:
+                for i, got in zip(rest, self._matches([cands[i] for i in rest], scanner)):
+                    found[i] = got
+        else:
+            found = self._matches(cands, scanner)
         # which candidates become leaves
         error = self.status >= 400
         trace_locs = set()
@@ -541,6 +617,38 @@ class Context:
                     else:
                         lst.append(hit)
         self._cand = []
+
+    def _matches(self, cands: list, scanner: Scanner) -> list:
+        """The (group, start, end) matches of each candidate value."""
+        found: list = [None] * len(cands)
+        plain: list[str] = []
+        where: list[int] = []
+        for i, c in enumerate(cands):
+            v = c[_VAL]
+            if len(v) >= 40 and _OPAQUE.fullmatch(v):
+                found[i] = scanner.scan_only(v, OPAQUE_GROUPS)
+            else:
+                plain.append(v)
+                where.append(i)
+        if plain:
+            for i, got in zip(where, scanner.scan_values(plain, self.status)):
+                found[i] = got
+        return found
+
+    def _debug_marks(self, scanner: Scanner) -> bool:
+        """Does any value hold a debug page marker (which lets the error-only groups run below
+        status 400)?  Remembered bodies know it of themselves."""
+        lits = scanner.debug_literals
+        if lits is None:
+            return True  # not known from literals: take the full pass
+        if any(entry[3] for _, _, entry in self._segs):
+            return True
+        cands = self._cand
+        inside = set()
+        for start, end, _ in self._segs:
+            inside.update(range(start, end))
+        text = _NUL_SEP.join(c[_VAL] for i, c in enumerate(cands) if i not in inside)
+        return any(lit in text for lit in lits)
 
     def hits(self, group: str) -> list[Hit]:
         return self._hits.get(group) or []

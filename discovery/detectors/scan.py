@@ -151,6 +151,12 @@ class Scanner:
             for n, rx in self.value_rx.items()
             if n in self._need_rx and rx.pattern == self._need_rx[n].pattern
         }
+        # a value holding one of these lets the error-only groups run below status 400 (see
+        # scan_values): the debug page group's literals, when they decide it alone
+        dbg = self.value_lits.get("dbg")
+        self.debug_literals: tuple[str, ...] | None = (
+            dbg[0] if dbg is not None and not dbg[1] and "dbg" in self._implied else None
+        )
 
     def select(self, text: str, status: int = 0) -> tuple[str, ...]:
         """The groups whose prefilter passes on ``text``, in alternation order."""
@@ -325,7 +331,7 @@ class Scanner:
                 tier = self._tiers[tkey] = [
                     frozenset(g for g, d in digit_groups if c >= d) for c in range(most + 1)
                 ]
-            if ascii_text and (n == 1 or text.count(_NUL) == n - 1):
+            if ascii_text and text.count(_NUL) == n - 1:  # (a NUL inside a value: count per value)
                 counts = list(map(len, text.translate(_KEEP_DIGITS).split(_NUL)))
             else:  # a non-ASCII value (\d is Unicode) or a NUL inside a value: count per value
                 counts = [

@@ -7,6 +7,7 @@ and graph together: ``__init__`` holds the group and the sensor commands; the ot
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 
@@ -67,6 +68,7 @@ def _warn_files(files, stats) -> None:
         stats.files += 1
         if f.truncated:
             stats.truncated_files += 1
+        stats.anomalies.update(f.anomalies)  # capture.truncated, capture.corrupt_record, ...
         for w in f.warnings:
             click.echo(f"apisensor: warning: {w}", err=True)
 
@@ -77,6 +79,9 @@ def _limits(body_cap: int | None, max_flows: int | None):
     from ..limits import Limits
 
     limits = Limits()
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.meta.get("apisensor.limits"):
+        limits = replace(limits, **ctx.meta["apisensor.limits"])
     if body_cap is not None:
         limits = replace(limits, body_cap=body_cap)
     if max_flows is not None:
@@ -90,6 +95,7 @@ FLUSH_EVERY = 5000  # transactions between two flushes of the sinks (one SQLite 
 SINKS = [
     "discovery.store:TransactionLog",
     "discovery.inventory:Inventory",
+    "discovery.actors:Actors",
     "graph.collect:GraphCollector",
     "discovery.findings:Findings",
 ]
@@ -101,11 +107,37 @@ def _sinks(store, run_id: int) -> list:
     return make_sinks(store, run_id, SINKS)
 
 
+def _limit_option(ctx: click.Context, param, values: tuple[str, ...]) -> None:
+    """``--limit NAME=VALUE`` (repeatable): any field of sensor.limits.Limits."""
+    from dataclasses import fields
+
+    from ..limits import Limits
+
+    known = {f.name: f.type for f in fields(Limits)}
+    out: dict[str, float | int] = {}
+    for v in values:
+        name, eq, text = v.partition("=")
+        name = name.strip().replace("-", "_")
+        if not eq or name not in known:
+            raise click.BadParameter(f"{v!r}: expected NAME=VALUE, NAME one of {', '.join(known)}")
+        try:
+            value = float(text) if known[name] in (float, "float") else int(text.replace("_", ""), 0)
+        except ValueError:
+            raise click.BadParameter(f"{v!r}: {text!r} is not a number") from None
+        if value < 0:
+            raise click.BadParameter(f"{v!r}: must not be negative")
+        out[name] = value
+    ctx.meta["apisensor.limits"] = out
+
+
 _common = [
     click.option("--body-cap", type=int, default=None, metavar="BYTES",
                  help="Decoded body bytes kept per message (default 262144); lengths are always counted."),
     click.option("--max-flows", type=int, default=None, metavar="N",
                  help="TCP flows tracked at once (default 200000); the least recently active are evicted."),
+    click.option("--limit", "limit_overrides", multiple=True, metavar="NAME=VALUE", expose_value=False,
+                 callback=_limit_option,
+                 help="Set any bound of README \"Bounds\" (e.g. --limit max_headers=64), repeatable."),
 ]
 
 
@@ -123,6 +155,10 @@ _LAZY: dict[str, str] = {
     "graph": ".graphs:graph",
     "capture": ".capture:capture",
     "findings": ".findings:findings",
+    "import": ".imports:import_logs",
+    "report": ".ecosystem:report", "serve": ".ecosystem:serve", "merge": ".ecosystem:merge",
+    "export": ".ecosystem:export",
+    "actors": ".actors:actors", "sessions": ".actors:sessions",
 }
 
 
@@ -152,6 +188,10 @@ def main() -> None:
       apisensor transactions capture.pcap         # what crossed the wire
       apisensor replay capture.pcap --db inv.db   # store it
     """
+    # Every file apisensor creates (database, WAL/SHM, key files, maps, specs, exports,
+    # reports, pcaps) is readable by its owner only; restored when the command ends.
+    old = os.umask(0o077)
+    click.get_current_context().call_on_close(lambda: os.umask(old))
 
 
 @main.command()
@@ -260,18 +300,17 @@ def replay(files: tuple[str, ...], db_path: str, as_json: bool, progress, worker
 
         workers = default_workers(sum(f.size for f in opened))
     if workers > 1:
-        from .. import parallel
-
-        for f in opened:
-            f.close()
-        parallel.run([f.path for f in opened], workers, limits, stats, emit, on_event)
+        results, warnings = _replay_workers(store, run_id, opened, workers, limits, stats, keep_raw,
+                                            flush_every, show)
+        for w in warnings:
+            click.echo(f"apisensor: warning: {w}", err=True)
     else:
         p = Pipeline(emit, limits, stats, on_event=on_event)
         p.run(_records(opened, show))
         p.finish()
-    results = rec.finish()
-    _warn_files(opened, stats)
-    warnings = [w for f in opened for w in f.warnings]
+        results = rec.finish()
+        _warn_files(opened, stats)
+        warnings = [w for f in opened for w in f.warnings]
     summary = stats.to_json()
     store.finish_run(run_id, summary, warnings=warnings)
     store.close()
@@ -291,6 +330,49 @@ def replay(files: tuple[str, ...], db_path: str, as_json: bool, progress, worker
         if stats.anomalies:
             top = ", ".join(f"{k} {v}" for k, v in stats.anomalies.most_common(6))
             click.echo(f"anomalies: {top}")
+
+
+def _replay_workers(store, run_id: int, opened, workers: int, limits, stats, keep_raw: bool,
+                    flush_every: int, show: bool) -> tuple[dict, list[str]]:
+    """``replay --workers N``: sensor and sinks in N processes, their shards merged into the run."""
+    import sqlite_utils
+
+    from discovery import journal
+    from discovery.merge import merge
+
+    from .sharded import replay_sharded, target_settings
+
+    for f in opened:
+        f.close()
+    db_path = store.path
+    if show:
+        click.echo(f"replaying with {workers} workers ...", err=True)
+
+    def merge_into(shards: list[str]) -> dict:
+        merge(db_path, shards, into_run=run_id,
+              prepare=lambda conn: journal.arm(sqlite_utils.Database(conn), run_id),
+              warn=lambda m: click.echo(f"apisensor: warning: {m}", err=True))
+        return summary_counts(store.db)
+
+    return replay_sharded([f.path for f in opened], workers, limits, stats, db_path, store.keep_raw_samples,
+                          SINKS, flush_every, store.hasher.key, target_settings(store.db), merge_into)
+
+
+def summary_counts(db) -> dict:
+    """What a replay reports at the end, read back from the database."""
+    names = set(db.table_names())
+    out: dict = {}
+    if "services" in names:
+        out["services"] = db.execute("select count(*) from services").fetchone()[0]
+        out["endpoints"] = db.execute("select count(*) from endpoints").fetchone()[0]
+    if "graph_edges" in names:
+        out["graph_nodes"] = db.execute("select count(*) from graph_nodes").fetchone()[0]
+        out["graph_edges"] = db.execute("select count(*) from graph_edges").fetchone()[0]
+    if "findings" in names:
+        sev = dict(db.execute("select severity, count(*) from findings group by severity").fetchall())
+        out["findings"] = {"total": sum(sev.values()),
+                           **{k: sev[k] for k in ("high", "medium", "low") if k in sev}}
+    return out
 
 
 if __name__ == "__main__":

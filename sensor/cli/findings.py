@@ -45,6 +45,7 @@ def findings(db_path: str, severity: str, detector: str | None, as_json: bool, f
       apisensor findings --db inv.db
       apisensor findings --db inv.db --severity high --json
       apisensor findings --db inv.db --fail-on high   # exit 1 when anything high or critical
+      apisensor findings --db inv.db --detector behaviour.   # attack patterns of actors (docs/actors.md)
     """
     import sqlite_utils
 

@@ -166,6 +166,9 @@ def endpoints(db_path: str, service: str | None, as_json: bool, as_csv: bool) ->
             _fail(f"no service {service!r} in {db_path} (see: apisensor services --db {db_path})")
         q += " where s.name = ?"
         args.append(service)
+    from discovery.behaviour import endpoint_risk
+
+    risk = endpoint_risk(db)  # 0..100 from exposure, sensitive data, errors, behaviour (docs/actors.md)
     rows = []
     for (
         eid,
@@ -217,8 +220,10 @@ def endpoints(db_path: str, service: str | None, as_json: bool, as_csv: bool) ->
             "parameters": params,
             "examples": json.loads(examples or "[]"),
             "response_content_types": json.loads(rct or "{}"),
+            "risk": risk.get(eid, {"score": 0, "level": "none", "factors": []}),
         }
         if not (as_json or as_csv):
+            row["risk"] = f"{row['risk']['score']} {row['risk']['level']}" if row["risk"]["score"] else "-"
             row["statuses"] = " ".join(f"{k}:{v}" for k, v in statuses.items())
             row["path"] = template + (f"  [{op}]" if op else "")
         rows.append(row)
@@ -241,9 +246,10 @@ def endpoints(db_path: str, service: str | None, as_json: bool, as_csv: bool) ->
             "raw_paths",
             "parameters",
             "examples",
+            "risk",
         ]
     else:
-        cols = ["method", "path", "hits", "statuses", "auth", "p50_ms", "last_seen"]
+        cols = ["method", "path", "hits", "risk", "statuses", "auth", "p50_ms", "last_seen"]
         if not service:
             cols.insert(0, "service")
     _emit(rows, cols, as_json, as_csv)

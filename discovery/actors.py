@@ -1,0 +1,1256 @@
+"""Actors and sessions: who made each call, and the chains of calls of one actor.
+
+:class:`Actors` is a Sink (``discovery.sink``).  For every transaction it names the *actor*
+that made it, cuts that actor's calls into *sessions*, and folds the call into per-actor
+aggregates per endpoint; ``finish`` runs the behaviour analysis (:mod:`discovery.behaviour`)
+over the aggregates of every run so far, so the peers an actor is compared with are the
+whole population the database has seen.
+
+Actor identity (:func:`identify`), first that applies:
+
+=====================================  ==========================================================
+request carries                        actor id
+=====================================  ==========================================================
+``Authorization: Bearer <JWT>``        ``jwt:HASH`` of the token's issuer and subject (``sub``,
+                                       else ``user_id``/``uid``/``username``/``email``...), so
+                                       every token of one user is one actor
+``Authorization: Bearer <opaque>``     ``bearer:HASH`` of the token
+``Authorization: Basic``, ``Digest``   ``basic:HASH`` / ``digest:HASH`` of the user name
+other ``Authorization`` schemes        ``<scheme>:HASH`` of the credential
+an API-key header (``x-api-key``...)   ``apikey:HASH`` of the key
+a session cookie (``sessionid``...)    ``cookie:HASH`` of its value (``jwt:HASH`` if it holds a
+                                       JWT with a subject)
+an API key in the query (``api_key``)  ``apikey:HASH``
+nothing                                ``ip:127.0.0.9``: the client address (raw: an address is
+                                       not a credential)
+=====================================  ==========================================================
+
+A request without credentials whose 2xx response *issues* one (a login answered with a JWT
+or a token in its JSON body, or a ``Set-Cookie`` of a session cookie) belongs to the actor
+that credential names: the login opens that user's session.  ``HASH`` is the first 12 hex
+digits of the database's keyed hash (:mod:`discovery.redact`, the key is not in the
+database); for opaque tokens, cookies and API keys it is the prefix of the
+``<redacted:... HASH>`` that the ``transactions`` table shows for the same value, so the two
+can be matched.  No credential, cookie, token or user name is ever stored.
+
+A *session* is an actor's calls with idle gaps shorter than ``session_idle`` seconds of
+capture time (default 1800; ``apisensor actors --set session_idle=600``).
+
+Bounded memory: at most ``max_actors`` actors are followed at once (the least recently seen
+tenth is dropped when full, counted as ``actors_evicted``; an evicted actor's next call opens
+a new session); per-endpoint aggregates and calls are written at every ``flush`` and
+forgotten; distinct object ids, unknown paths and login user names are kept as the
+``SET_CAP`` smallest 32-bit keyed hashes (a KMV sketch: exact below the cap, an estimate
+above it), so each aggregate has a fixed size.
+
+Tables (a column is a public interface; docs/actors.md has the full list)
+--------------------------------------------------------------------------
+- ``actors(id PK, actor UNIQUE, kind, label, issuer, addresses, first_seen, last_seen, calls,
+  static_calls, sessions, errors, denied, not_found, request_bytes, response_bytes, records,
+  sensitive_records, first_run_id, last_run_id, findings, severity)``
+- ``actor_sessions(id PK, actor_id, run_id, start, end, calls, errors, denied, not_found,
+  response_bytes, first_tx_id, last_tx_id, findings, severity)``
+- ``actor_endpoints(id PK, actor_id, service, method, path, endpoint_id, ...counters...,
+  object_hashes, username_hashes)``, UNIQUE (actor_id, service, method, path): ``path`` is the
+  inventory's skeleton of the path (``/api/users/{int}``), or ``*`` for paths never answered
+  as existing (a scanner's 404s); ``endpoint_id`` the inventory's endpoint.
+- ``actor_calls(id PK, tx_id, run_id, ts, actor_id, session_id, actor_endpoint_id, method,
+  status, response_bytes, sensitive, flags, marks)``: one row per call (the timeline);
+  ``tx_id`` is ``transactions.id``; ``marks`` the behaviour findings the call is evidence of.
+- ``actor_findings(id PK, finding_id UNIQUE, actor_id, ...)``: the chain of a behaviour
+  finding (``findings`` holds the finding itself, detector ``behaviour.*``).
+- ``actor_settings(key PK, value)``: thresholds and ``session_idle`` (defaults in
+  :class:`discovery.behaviour.Settings`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+from array import array
+from typing import Any
+from urllib.parse import parse_qsl
+
+from .auth import APIKEY_COOKIE, APIKEY_HEADERS, APIKEY_QUERY, SESSION_COOKIE
+from .service import service_name
+from .templating import Skeletonizer, static_kind
+
+SET_CAP = 1024  # hashes kept per sketch (distinct ids, unknown paths, user names)
+MAX_ADDRESSES = 16
+PENDING_CALLS = 50_000  # calls held before the sink flushes by itself
+
+# call flags (actor_calls.flags)
+F_UNAUTH = 1  # the request carried no credential
+F_LOGIN_FAIL = 2  # a failed login attempt
+F_UNKNOWN = 4  # a path never answered as existing
+F_LOGIN = 8  # a login attempt
+F_ISSUED = 16  # the response issued a credential (the call was attributed to it)
+
+# statuses showing the path exists (as the inventory decides: discovery.inventory.CONFIRMING)
+CONFIRMING = frozenset([*range(200, 400), 400, 401, 403, 405, 409, 412, 415, 422, *range(500, 600)])
+
+LOGIN_PATH = re.compile(
+    r"(?:^|/)(?:log-?in|sign-?in|sign_in|logon|authenticate|auth|token|tokens|sessions?|oauth2?)(?:/|$|\.)",
+    re.IGNORECASE,
+)
+_PASSWORD_KEY = re.compile(rb"(?i)[\"']?(?:pass(?:word|wd)?|pwd)[\"']?\s*[:=]")
+_FAIL_TEXT = re.compile(
+    rb"(?i)invalid|incorrect|wrong|fail|denied|not correct|unauthori[sz]ed|bad credentials"
+)
+_JWT_TEXT = re.compile(rb"eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+_TOKEN_KEY = re.compile(
+    rb"\"(?:access_?token|accessToken|auth_?token|authToken|token|id_token|session_?token|api_?key)\"\s*:\s*"
+    rb"\"([A-Za-z0-9_\-.~+/=]{16,})\""
+)
+_USER_KEYS = ("username", "user", "login", "email", "user_name", "userName", "name", "account")
+# keys of personal data and secrets in JSON responses (records of sensitive data are counted by
+# them): a cheap marker first (most bodies have none), then the quoted keys it stands for, counted
+# with bytes.count on the lower-cased body (a regex over JSON costs ~100 ns a byte)
+_SENSITIVE_KEYS: tuple[tuple[bytes, tuple[bytes, ...]], ...] = tuple(
+    (marker, tuple(b'"' + k + b'"' for k in keys))
+    for marker, keys in (
+        (b"mail", (b"email", b"e_mail", b"email_address", b"emailaddress", b"mail")),
+        (b"phone", (b"phone", b"phone_number", b"phonenumber", b"telephone", b"mobile_phone")),
+        (b"ssn", (b"ssn", b"social_security_number")),
+        (b"card", (b"card_number", b"cardnumber", b"credit_card", b"creditcard", b"card", b"cc_number")),
+        (b"iban", (b"iban",)),
+        (b"passw", (b"password", b"password_hash", b"passwordhash", b"passwd")),
+        (b"birth", (b"date_of_birth", b"dateofbirth", b"birth_date", b"birthdate")),
+        (b"dob", (b"dob",)),
+        (b"address", (b"address", b"street_address", b"streetaddress", b"home_address")),
+        (b"_id", (b"national_id", b"nationalid", b"tax_id", b"passport_number")),
+    )
+)
+RECORDS_SCAN = 8192  # bytes of a body looked at; counts are scaled up to the whole body
+RATIO_LEARN = 4  # bodies of an endpoint whose sensitive keys are all counted ...
+RATIO_EVERY = 16  # ... then one in this many (the others: estimated from their objects)
+_ID_PARAM = re.compile(r"(?i)(?:^|[_-])(?:id|ids|uuid|key)$|id$")
+_IDENTITY_CLAIMS = (
+    "sub",
+    "user_id",
+    "userId",
+    "uid",
+    "username",
+    "preferred_username",
+    "email",
+    "identity",
+    "client_id",
+    "name",
+)
+
+
+def b64json(part: str) -> Any:
+    try:
+        return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        return None
+
+
+def jwt_subject(token: str) -> tuple[str, str] | None:
+    """(issuer, subject) of a JWT (signature not checked; a passive sensor names, it does not
+    trust), or None when it is not a JWT or names nobody."""
+    parts = token.split(".")
+    if len(parts) != 3 or not parts[0].startswith("eyJ"):
+        return None
+    claims = b64json(parts[1])
+    if not isinstance(claims, dict):
+        return None
+    for k in _IDENTITY_CLAIMS:
+        v = claims.get(k)
+        if v not in (None, "", [], {}):
+            return str(claims.get("iss") or ""), f"{k}={v}"
+    return None
+
+
+class Identity:
+    """Who made a call: ``actor`` is the stored id (``jwt:HASH``...), never the credential."""
+
+    __slots__ = ("actor", "kind", "label", "issuer")
+
+    def __init__(self, actor: str, kind: str, label: str, issuer: str | None = None):
+        self.actor = actor
+        self.kind = kind
+        self.label = label
+        self.issuer = issuer
+
+
+def _scheme_word(s: str) -> str:
+    return re.sub(r"[^a-z0-9_-]", "", s.lower())[:16] or "auth"
+
+
+class Identifier:
+    """Credential -> :class:`Identity`, with the keyed hash of a database (cached, bounded)."""
+
+    def __init__(self, hasher, redactor=None):
+        self.hasher = hasher
+        self.redactor = redactor
+        self.cache: dict[tuple[str, str], Identity | None] = {}
+
+    def h(self, value: str) -> str:
+        return self.hasher(value)[:12]
+
+    def _jwt(self, token: str, label: str) -> Identity | None:
+        got = jwt_subject(token)
+        if got is None:
+            return None
+        iss, sub = got
+        issuer = None
+        if iss:
+            issuer = self.redactor.text(iss)[:200] if self.redactor is not None else None
+        return Identity("jwt:" + self.h(f"{iss}\x1f{sub}"), "jwt", label, issuer)
+
+    def _cached(self, kind: str, value: str, make) -> Identity | None:
+        key = (kind, value)
+        got = self.cache.get(key, False)
+        if got is False:
+            got = make(value)
+            if len(self.cache) >= 8192:
+                self.cache.clear()
+            self.cache[key] = got
+        return got
+
+    def authorization(self, value: str) -> Identity | None:
+        return self._cached("authorization", value, self._authorization)
+
+    def _authorization(self, value: str) -> Identity | None:
+        scheme, _, cred = value.strip().partition(" ")
+        cred = cred.strip()
+        if not cred:  # a bare token
+            if not scheme:
+                return None
+            return self._jwt(scheme, "JWT subject") or Identity(
+                "bearer:" + self.h(scheme), "bearer", "bearer token"
+            )
+        s = scheme.lower()
+        if s == "bearer":
+            return self._jwt(cred, "JWT subject") or Identity(
+                "bearer:" + self.h(cred), "bearer", "bearer token"
+            )
+        if s == "basic":
+            try:
+                user = (
+                    base64.b64decode(cred + "=" * (-len(cred) % 4))
+                    .decode("utf-8", "replace")
+                    .partition(":")[0]
+                )
+            except (ValueError, binascii.Error):
+                user = ""
+            if user:
+                return Identity("basic:" + self.h("basic\x1f" + user), "basic", "Basic user")
+            return Identity("basic:" + self.h(cred), "basic", "Basic credential")
+        if s == "digest":
+            m = re.search(r'username="?([^",]+)', cred)
+            if m:
+                return Identity("digest:" + self.h("digest\x1f" + m.group(1)), "digest", "Digest user")
+        word = _scheme_word(s)
+        return Identity(f"{word}:" + self.h(cred), word, f"{scheme} credential")
+
+    def apikey(self, name: str, value: str) -> Identity | None:
+        v = value.strip()
+        if not v:
+            return None
+        return self._cached(
+            "apikey:" + name, v, lambda x: Identity("apikey:" + self.h(x), "apikey", f"API key ({name})")
+        )
+
+    def cookie(self, value: str) -> Identity | None:
+        return self._cached("cookie", value, self._cookie)
+
+    def _cookie(self, value: str) -> Identity | None:
+        for item in value.split(";"):
+            name, eq, v = item.strip().partition("=")
+            v = v.strip().strip('"')
+            if not eq or not v:
+                continue
+            if APIKEY_COOKIE.search(name):
+                return Identity("apikey:" + self.h(v), "apikey", f"API key (cookie {name[:40]})")
+            if SESSION_COOKIE.search(name):
+                if v.startswith("eyJ"):
+                    got = self._jwt(v, f"JWT subject (cookie {name[:40]})")
+                    if got is not None:
+                        return got
+                return Identity("cookie:" + self.h(v), "cookie", f"session cookie {name[:40]}")
+        return None
+
+    def set_cookie(self, value: str) -> Identity | None:
+        """The identity a ``Set-Cookie`` issues (session or API-key cookies only)."""
+        first = value.split(";", 1)[0]
+        name, eq, v = first.strip().partition("=")
+        v = v.strip().strip('"')
+        if not eq or not v or v.lower() in ("deleted", "null", "none", "expired"):
+            return None
+        return self.cookie(f"{name}={v}")
+
+    def request(self, tx, query: str) -> Identity | None:
+        """The identity of the credential a request carries, or None."""
+        auth = apikey = cookie = None
+        for k, v in tx.request_headers:
+            lk = k.lower()
+            if lk == "authorization":
+                if auth is None:
+                    auth = v
+            elif lk in APIKEY_HEADERS:
+                if apikey is None:
+                    apikey = (lk, v)
+            elif lk == "cookie":
+                cookie = v if cookie is None else cookie + "; " + v
+        if auth:
+            got = self.authorization(auth)
+            if got is not None:
+                return got
+        if apikey:
+            got = self.apikey(*apikey)
+            if got is not None:
+                return got
+        if cookie:
+            got = self.cookie(cookie)
+            if got is not None:
+                return got
+        if query and "=" in query:
+            for name, value in parse_qsl(query, keep_blank_values=False):
+                if name.lower() in APIKEY_QUERY and value:
+                    return self.apikey("query " + name[:40], value)
+        return None
+
+    def issued(self, tx, login: bool = True) -> Identity | None:
+        """The identity a response hands out: a session cookie, or (answering a ``login``) a
+        JWT or token in its body."""
+        for k, v in tx.response_headers:
+            if k.lower() == "set-cookie":
+                got = self.set_cookie(v)
+                if got is not None:
+                    return got
+        body = tx.response_body
+        if body and len(body) <= 65536 and login:
+            m = _JWT_TEXT.search(body)
+            if m:
+                got = self._jwt(m.group(0).decode("ascii"), "JWT subject")
+                if got is not None:
+                    return got
+                return Identity("bearer:" + self.h(m.group(0).decode("ascii")), "bearer", "bearer token")
+            m = _TOKEN_KEY.search(body) if b"oken" in body or b"key" in body else None
+            if m:
+                return Identity("bearer:" + self.h(m.group(1).decode("ascii")), "bearer", "bearer token")
+        return None
+
+
+def identify(tx, identifier: Identifier, client_ip: str, query: str = "") -> tuple[Identity, bool]:
+    """(identity, carried_credentials) of one transaction (see module doc)."""
+    got = identifier.request(tx, query)
+    if got is not None:
+        return got, True
+    return Identity("ip:" + client_ip, "ip", "client address"), False
+
+
+# ---- sketches of distinct values -----------------------------------------------------------------
+
+
+class Sketch(set):
+    """In-memory distinct hashes: past 4 x SET_CAP values only the SET_CAP smallest are kept (all
+    that the stored sketch keeps), and later hashes above that cut are dropped at once, so memory
+    stays bounded and the KMV estimate is unchanged."""
+
+    __slots__ = ("cut",)
+
+    def __init__(self):
+        super().__init__()
+        self.cut = 1 << 32
+
+    def add_hash(self, h: int) -> None:
+        if h >= self.cut:
+            return
+        self.add(h)
+        if len(self) >= 4 * SET_CAP:
+            kept = sorted(self)[:SET_CAP]
+            self.clear()
+            self.update(kept)
+            self.cut = kept[-1] + 1
+
+
+def sketch_merge(blob: bytes | None, new: set[int]) -> tuple[bytes, int]:
+    """Merge new 32-bit hashes into a stored sketch (the SET_CAP smallest); (blob, distinct)."""
+    vals = set(new)
+    if blob:
+        a = array("I")
+        a.frombytes(blob)
+        vals.update(a)
+    kept = sorted(vals)[:SET_CAP]
+    return array("I", kept).tobytes(), sketch_count(kept)
+
+
+def sketch_count(kept: list[int]) -> int:
+    """Distinct values from the sorted smallest hashes: exact below the cap, else the KMV estimate."""
+    if len(kept) < SET_CAP:
+        return len(kept)
+    return int((SET_CAP - 1) * 4294967296 / max(1, kept[-1]))
+
+
+def sketch_values(blob: bytes | None) -> list[int]:
+    if not blob:
+        return []
+    a = array("I")
+    a.frombytes(blob)
+    return list(a)
+
+
+# ---- in-memory state ------------------------------------------------------------------------------
+
+
+class _Session:
+    __slots__ = (
+        "id",
+        "actor",
+        "start",
+        "end",
+        "calls",
+        "errors",
+        "denied",
+        "not_found",
+        "bytes",
+        "dirty",
+        "run_id",
+    )
+
+    def __init__(self, actor: _Actor, ts: float, run_id: int, sid: int | None = None):
+        self.id = sid
+        self.actor = actor
+        self.start = ts
+        self.end = ts
+        self.calls = self.errors = self.denied = self.not_found = self.bytes = 0
+        self.dirty = True
+        self.run_id = run_id
+
+
+class _Actor:
+    __slots__ = (
+        "key",
+        "kind",
+        "label",
+        "issuer",
+        "id",
+        "last",
+        "session",
+        "addresses",
+        "c",
+        "new_sessions",
+        "dirty",
+        "first",
+    )
+
+    def __init__(self, ident: Identity, ts: float):
+        self.key = ident.actor
+        self.kind = ident.kind
+        self.label = ident.label
+        self.issuer = ident.issuer
+        self.id: int | None = None
+        self.first = ts
+        self.last = ts
+        self.session: _Session | None = None
+        self.addresses: set[str] = set()
+        # calls, static, errors, denied, not_found, req bytes, resp bytes, records, sensitive
+        self.c = [0] * 9
+        self.new_sessions = 0
+        self.dirty = True
+
+
+_EP_FIELDS = (
+    "calls",
+    "ok",
+    "denied",
+    "not_found",
+    "client_errors",
+    "server_errors",
+    "unauth_calls",
+    "unauth_ok",
+    "unauth_denied",
+    "request_bytes",
+    "response_bytes",
+    "records",
+    "sensitive_records",
+    "login_attempts",
+    "login_failures",
+)
+_EP_INDEX = {f: i for i, f in enumerate(_EP_FIELDS)}
+
+
+class _EpAgg:
+    __slots__ = ("c", "objects", "users", "first", "last")
+
+    def __init__(self, ts: float):
+        self.c = [0] * len(_EP_FIELDS)
+        self.objects = Sketch()
+        self.users = Sketch()
+        self.first = ts
+        self.last = ts
+
+
+# ---- schema ---------------------------------------------------------------------------------------
+
+
+def ensure_schema(db) -> None:
+    names = set(db.table_names())
+    if "actors" not in names:
+        db["actors"].create(
+            {
+                "id": int,
+                "actor": str,
+                "kind": str,
+                "label": str,
+                "issuer": str,
+                "addresses": str,
+                "first_seen": float,
+                "last_seen": float,
+                "calls": int,
+                "static_calls": int,
+                "sessions": int,
+                "errors": int,
+                "denied": int,
+                "not_found": int,
+                "request_bytes": int,
+                "response_bytes": int,
+                "records": int,
+                "sensitive_records": int,
+                "first_run_id": int,
+                "last_run_id": int,
+                "findings": str,
+                "severity": str,
+            },
+            pk="id",
+            not_null={"actor"},
+        )
+        db["actors"].create_index(["actor"], unique=True, if_not_exists=True)
+    if "actor_sessions" not in names:
+        db["actor_sessions"].create(
+            {
+                "id": int,
+                "actor_id": int,
+                "run_id": int,
+                "start": float,
+                "end": float,
+                "calls": int,
+                "errors": int,
+                "denied": int,
+                "not_found": int,
+                "response_bytes": int,
+                "first_tx_id": int,
+                "last_tx_id": int,
+                "findings": str,
+                "severity": str,
+            },
+            pk="id",
+        )
+        db["actor_sessions"].create_index(["actor_id", "start"], if_not_exists=True)
+    if "actor_endpoints" not in names:
+        cols: dict[str, Any] = {
+            "id": int,
+            "actor_id": int,
+            "service": str,
+            "method": str,
+            "path": str,
+            "endpoint_id": int,
+        }
+        cols.update({f: int for f in _EP_FIELDS})
+        cols.update(
+            {
+                "objects": int,
+                "usernames": int,
+                "object_hashes": bytes,
+                "username_hashes": bytes,
+                "first_seen": float,
+                "last_seen": float,
+                "first_run_id": int,
+                "last_run_id": int,
+            }
+        )
+        db["actor_endpoints"].create(cols, pk="id", not_null={"actor_id", "service", "method", "path"})
+        db["actor_endpoints"].create_index(
+            ["actor_id", "service", "method", "path"], unique=True, if_not_exists=True
+        )
+        db["actor_endpoints"].create_index(["endpoint_id"], if_not_exists=True)
+    if "actor_calls" not in names:
+        db["actor_calls"].create(
+            {
+                "id": int,
+                "tx_id": int,
+                "run_id": int,
+                "ts": float,
+                "actor_id": int,
+                "session_id": int,
+                "actor_endpoint_id": int,
+                "method": str,
+                "status": int,
+                "response_bytes": int,
+                "sensitive": int,
+                "flags": int,
+                "marks": str,
+            },
+            pk="id",
+        )
+        db["actor_calls"].create_index(["actor_id", "ts"], if_not_exists=True)
+        db["actor_calls"].create_index(["session_id"], if_not_exists=True)
+        db["actor_calls"].create_index(["actor_endpoint_id"], if_not_exists=True)
+    if "actor_findings" not in names:
+        db["actor_findings"].create(
+            {
+                "id": int,
+                "finding_id": int,
+                "actor_id": int,
+                "detector": str,
+                "kind": str,
+                "category": str,
+                "severity": str,
+                "service": str,
+                "method": str,
+                "path": str,
+                "endpoint_id": int,
+                "metric": str,
+                "value": float,
+                "baseline": float,
+                "threshold": float,
+                "peers": int,
+                "calls": int,
+                "tx_ids": str,
+                "session_ids": str,
+                "first_seen": float,
+                "last_seen": float,
+                "run_id": int,
+            },
+            pk="id",
+        )
+        db["actor_findings"].create_index(["finding_id"], unique=True, if_not_exists=True)
+        db["actor_findings"].create_index(["actor_id"], if_not_exists=True)
+    if "actor_settings" not in names:
+        db["actor_settings"].create({"key": str, "value": str}, pk="key")
+
+
+_ACTOR_COUNTS = (
+    "errors",
+    "denied",
+    "not_found",
+    "request_bytes",
+    "response_bytes",
+    "records",
+    "sensitive_records",
+)
+_INSERT_ACTOR = (
+    "insert into actors (actor, kind, label, issuer, addresses, first_seen, last_seen, calls, static_calls, "
+    f"sessions, {', '.join(_ACTOR_COUNTS)}, first_run_id, last_run_id, findings) values "
+    f"({', '.join('?' * (12 + len(_ACTOR_COUNTS)))}, '[]')"
+)
+_UPDATE_ACTOR = (
+    "update actors set addresses = ?, first_seen = min(first_seen, ?), last_seen = max(last_seen, ?), "
+    "calls = calls + ?, static_calls = static_calls + ?, sessions = sessions + ?, "
+    + ", ".join(f"{c} = {c} + ?" for c in _ACTOR_COUNTS)
+    + ", last_run_id = ? where id = ?"
+)
+_INSERT_SESSION = (
+    'insert into actor_sessions (actor_id, run_id, start, "end", calls, errors, denied, not_found, '
+    "response_bytes, first_tx_id, last_tx_id, findings) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '[]')"
+)
+_UPDATE_SESSION = (
+    'update actor_sessions set "end" = max("end", ?), calls = calls + ?, errors = errors + ?, '
+    "denied = denied + ?, not_found = not_found + ?, response_bytes = response_bytes + ?, "
+    "first_tx_id = coalesce(first_tx_id, ?), last_tx_id = coalesce(?, last_tx_id) where id = ?"
+)
+_SELECT_EP = (
+    "select id, object_hashes, username_hashes from actor_endpoints where actor_id = ? and service = ? "
+    "and method = ? and path = ?"
+)
+_EP_TAIL = ("objects", "usernames", "object_hashes", "username_hashes", "first_seen", "last_seen")
+_INSERT_EP = (
+    f"insert into actor_endpoints (actor_id, service, method, path, {', '.join(_EP_FIELDS)}, "
+    f"{', '.join(_EP_TAIL)}, first_run_id, last_run_id) values "
+    f"({', '.join('?' * (4 + len(_EP_FIELDS) + len(_EP_TAIL) + 2))})"
+)
+_UPDATE_EP = (
+    "update actor_endpoints set "
+    + ", ".join(f"{f} = {f} + ?" for f in _EP_FIELDS)
+    + ", objects = ?, usernames = ?, object_hashes = ?, username_hashes = ?, "
+    "first_seen = min(first_seen, ?), last_seen = max(last_seen, ?), last_run_id = ? where id = ?"
+)
+_INSERT_CALL = (
+    "insert into actor_calls (tx_id, run_id, ts, actor_id, session_id, actor_endpoint_id, method, status, "
+    "response_bytes, sensitive, flags) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+# ---- the sink -------------------------------------------------------------------------------------
+
+
+class Actors:
+    """Sink: actor identity, sessions and per-actor aggregates; behaviour analysis in finish()."""
+
+    def __init__(self, store, run_id: int, settings=None, max_actors: int | None = None):
+        from .behaviour import Settings
+
+        self.store = store
+        self.db = store.db
+        self.run_id = run_id
+        ensure_schema(self.db)
+        self.settings = settings or Settings.load(self.db)
+        self.max_actors = max_actors or self.settings.max_actors
+        self.idle = float(self.settings.session_idle)
+        hasher = getattr(store, "hasher", None)
+        if hasher is None:
+            from .detectors.redaction import Hasher, load_key
+
+            hasher = Hasher(load_key(getattr(store, "path", ":memory:")))
+        self.hasher = hasher
+        self.key32 = hasher.key[:64]
+        self.ident = Identifier(hasher, getattr(store, "redactor", None))
+        self.actors: dict[str, _Actor] = {}
+        self.pending: dict[tuple, _EpAgg] = {}
+        self.calls: list[tuple] = []
+        self.closed: list[_Session] = []  # sessions ended since the last flush
+        self.index = 0  # transactions observed (all of them: the transaction log numbers them alike)
+        self.tx_base: int | None = None
+        self.name_cache: dict[tuple, str] = {}
+        self.client_names: dict[bytes, str] = {}
+        self.known: set[tuple[str, str]] = set()
+        self.known_cap = 200_000
+        self.skel: dict = {}
+        self.skel_cache: dict[tuple[str, str], str | None] = {}
+        self.ratios: dict[tuple, list] = {}  # endpoint key -> [bodies counted, sensitive, objects]
+        self.rules = None
+        self.ep_ids: dict[tuple, int] = {}
+        self.evicted = 0
+        self.observed = 0
+        self._load_known()
+        # actors stored before this run? (if not, and none was evicted, a new actor is new)
+        self.stored_before = self.db.execute("select 1 from actors limit 1").fetchone() is not None
+
+    # -- helpers --
+    def _load_known(self) -> None:
+        """Skeletons answered as existing in earlier runs (the inventory's observed_paths)."""
+        if "observed_paths" not in self.db.table_names():
+            return
+        rows = self.db.execute(
+            "select s.name, o.path from observed_paths o join services s on s.id = o.service_id "
+            "where o.confirmed = 1 limit ?",
+            [self.known_cap],
+        )
+        self.known.update((n, p) for n, p in rows)
+
+    def _skeleton(self, svc: str, path: str) -> str | None:
+        """The inventory's skeleton of a path (``/users/{int}``), None when the rules exclude it.
+        Cached per (service, path): most traffic repeats its paths."""
+        key = (svc, path)
+        got = self.skel_cache.get(key, False)
+        if got is not False:
+            return got
+        if self.rules is None:
+            from .rules import active
+
+            meta = None
+            if "inventory_meta" in self.db.table_names():
+                row = self.db.execute("select value from inventory_meta where key = 'rules'").fetchone()
+                meta = row[0] if row else None
+            self.rules = active(meta)
+        srules = self.rules.for_service(svc)
+        if srules.exclude and srules.excluded(path):
+            got = None
+        else:
+            sk = self.skel.get(srules.literal_key)
+            if sk is None:
+                sk = self.skel[srules.literal_key] = Skeletonizer(srules.literal)
+            got = "/" + "/".join(sk(path)[0])
+        if len(self.skel_cache) >= 65536:
+            self.skel_cache.clear()
+        self.skel_cache[key] = got
+        return got
+
+    def h32(self, value: str) -> int:
+        d = hashlib.blake2b(value.encode("utf-8", "surrogatepass"), key=self.key32, digest_size=4).digest()
+        return int.from_bytes(d, "little")
+
+    def _client(self, tx) -> str:
+        c = self.client_names.get(tx.client_ip)
+        if c is None:
+            from .inventory import format_addr
+
+            if len(self.client_names) > 65536:
+                self.client_names.clear()
+            c = self.client_names[tx.client_ip] = format_addr(tx.client_ip, 0).rsplit(":", 1)[0].strip("[]")
+        return c
+
+    def _service(self, tx) -> str:
+        host = tx.host
+        k = (host, tx.server_ip, tx.server_port)
+        svc = self.name_cache.get(k)
+        if svc is None:
+            svc = service_name(tx)
+            if len(self.name_cache) > 65536:
+                self.name_cache.clear()
+            self.name_cache[k] = svc
+        return svc
+
+    # -- per transaction --
+    def observe(self, tx) -> None:
+        self.index += 1
+        method = tx.method
+        if method is None or method == "CONNECT":
+            return
+        self.observed += 1
+        svc = self._service(tx)
+        uri = tx.uri or ""
+        if uri.startswith(("http://", "https://")):
+            rest = uri.split("://", 1)[1]
+            i = rest.find("/")
+            uri = rest[i:] if i >= 0 else "/"
+        path, _, query = uri.partition("?")
+        path = path.partition("#")[0]
+        if not path.startswith("/"):
+            path = "/" + path if path != "*" else "*"
+        client = self._client(tx)
+        ident, has_cred = identify(tx, self.ident, client, query)
+        status = tx.status_code or 0
+        flags = 0 if has_cred else F_UNAUTH
+        login = method == "POST" and (
+            LOGIN_PATH.search(path) is not None
+            or bool(tx.request_body and _PASSWORD_KEY.search(tx.request_body[:4096]))
+        )
+        issued = None
+        if login or not has_cred:
+            if 200 <= status < 300:
+                issued = self.ident.issued(tx, login)
+                if issued is not None and not has_cred:
+                    ident = issued
+                    flags |= F_ISSUED
+        ts = tx.ts
+        actor = self._actor(ident, ts)
+        if len(actor.addresses) < MAX_ADDRESSES:
+            actor.addresses.add(client)
+        sess = actor.session
+        if sess is None or ts - actor.last > self.idle:
+            if sess is not None and sess.dirty:
+                self.closed.append(sess)
+            sess = actor.session = self._new_session(actor, ts)
+        if ts > actor.last:
+            actor.last = ts
+        if ts < actor.first:
+            actor.first = ts
+        actor.dirty = True
+        c = actor.c
+        c[0] += 1
+        if static_kind(path):
+            c[1] += 1
+            self._session_add(sess, ts, status, tx.response_body_len)
+            return
+        skeleton = self._skeleton(svc, path)
+        if skeleton is None:  # excluded by the rules file
+            c[1] += 1
+            return
+        key_known = (svc, skeleton)
+        if status in CONFIRMING:
+            if key_known not in self.known and len(self.known) < self.known_cap:
+                self.known.add(key_known)
+            epath = skeleton
+        elif key_known in self.known:
+            epath = skeleton
+        else:
+            epath = "*"
+            flags |= F_UNKNOWN
+        k = (ident.actor, svc, method, epath)
+        agg = self.pending.get(k)
+        if agg is None:
+            agg = self.pending[k] = _EpAgg(ts)
+        else:
+            if ts < agg.first:
+                agg.first = ts
+            if ts > agg.last:
+                agg.last = ts
+        e = agg.c
+        e[0] += 1
+        ok = 200 <= status < 300
+        rbytes = tx.response_body_len
+        if ok:
+            e[1] += 1
+        elif status in (401, 403):
+            e[2] += 1
+            c[3] += 1
+        elif status == 404:
+            e[3] += 1
+            c[4] += 1
+        elif 400 <= status < 500:
+            e[4] += 1
+        elif status >= 500:
+            e[5] += 1
+        if status >= 400:
+            c[2] += 1
+        if not has_cred:
+            e[6] += 1
+            if ok:
+                e[7] += 1
+            elif status in (401, 403):
+                e[8] += 1
+        e[9] += tx.request_body_len
+        e[10] += rbytes
+        c[5] += tx.request_body_len
+        c[6] += rbytes
+        sensitive = 0
+        if ok and tx.response_body:
+            records, sensitive = self._records(tx, (svc, method, epath))
+            e[11] += records
+            e[12] += sensitive
+            c[7] += records
+            c[8] += sensitive
+        # distinct objects: the concrete path (and id-like query values); unknown paths likewise
+        obj = path
+        if query and "=" in query and epath != "*":
+            ids = [f"{n}={v}" for n, v in parse_qsl(query) if _ID_PARAM.search(n)]
+            if ids:
+                obj += "?" + "&".join(sorted(ids))
+        agg.objects.add_hash(self.h32(obj))
+        if login:
+            flags |= F_LOGIN
+            e[13] += 1
+            if failed_login(tx, status, issued):
+                flags |= F_LOGIN_FAIL
+                e[14] += 1
+            user = login_user(tx.request_body)
+            if user:
+                agg.users.add_hash(self.h32("user\x1f" + user))
+        self._session_add(sess, ts, status, rbytes)
+        self.calls.append((self.index, ts, actor, sess, k, method, status, rbytes, sensitive, flags))
+        if len(self.calls) >= PENDING_CALLS or len(self.closed) >= PENDING_CALLS:
+            self.flush()
+
+    def _records(self, tx, key: tuple) -> tuple[int, int]:
+        """(records, sensitive records) of a response.  Counting sensitive keys costs a scan per
+        key family, so it is done on a deterministic sample of each endpoint's bodies (the first
+        ``RATIO_LEARN``, then one in ``RATIO_EVERY``); the others are estimated from their object
+        count and the endpoint's sensitive-keys-per-object ratio learned from the sample."""
+        r = self.ratios.get(key)
+        if r is None:
+            if len(self.ratios) >= 100_000:
+                self.ratios.clear()
+            r = self.ratios[key] = [0, 0, 0, 0]  # bodies seen, counted, sensitive, objects (counted ones)
+        r[0] += 1
+        if r[1] < RATIO_LEARN or r[0] % RATIO_EVERY == 0:
+            records, sensitive = count_records(tx)
+            r[1] += 1
+            r[2] += sensitive
+            r[3] += records
+            return records, sensitive
+        records = count_objects(tx)
+        if not r[2] or not records:
+            return records, 0
+        return records, max(1, round(records * r[2] / max(1, r[3])))
+
+    def _session_add(self, sess: _Session, ts: float, status: int, rbytes: int) -> None:
+        sess.calls += 1
+        sess.dirty = True
+        if ts > sess.end:
+            sess.end = ts
+        if status >= 400:
+            sess.errors += 1
+            if status in (401, 403):
+                sess.denied += 1
+            elif status == 404:
+                sess.not_found += 1
+        sess.bytes += rbytes
+
+    def _actor(self, ident: Identity, ts: float) -> _Actor:
+        a = self.actors.get(ident.actor)
+        if a is None:
+            if len(self.actors) >= self.max_actors:
+                self._evict()
+            a = self.actors[ident.actor] = _Actor(ident, ts)
+            a.last = float("-inf")  # the first call opens (or continues) a session
+        return a
+
+    def _new_session(self, actor: _Actor, ts: float) -> _Session:
+        if actor.session is None:
+            # new in memory: continue its last stored session if that ended less than `idle` ago
+            # (an earlier run, or before this actor was evicted)
+            aid = actor.id
+            if aid is None and (self.stored_before or self.evicted):
+                aid = self._actor_id(actor.key)  # (a fresh database: no stored actor to look up)
+            if aid is not None:
+                actor.id = aid
+                row = self.db.execute(
+                    'select id, "end" from actor_sessions where actor_id = ? order by "end" desc limit 1',
+                    [aid],
+                ).fetchone()
+                if row and row[1] is not None and 0 <= ts - row[1] <= self.idle:
+                    s = _Session(actor, row[1], self.run_id, row[0])
+                    return s
+        actor.new_sessions += 1
+        return _Session(actor, ts, self.run_id)
+
+    def _actor_id(self, key: str) -> int | None:
+        row = self.db.execute("select id from actors where actor = ?", [key]).fetchone()
+        return row[0] if row else None
+
+    def _evict(self) -> None:
+        """Drop the least recently seen tenth of the actors (their pending data is flushed first)."""
+        self.flush()
+        n = max(1, len(self.actors) // 10)
+        for key, _ in sorted(self.actors.items(), key=lambda kv: kv[1].last)[:n]:
+            del self.actors[key]
+            self.evicted += 1
+
+    def observe_event(self, ev) -> None:
+        pass
+
+    # -- writes --
+    def _tx_ids(self, calls: list[tuple]) -> list[int | None]:
+        """transactions.id of each call: the transaction log numbers this run's transactions in
+        the order they were observed, so id = first id of the run + ordinal - 1 (checked)."""
+        db = self.db
+        if not calls or "transactions" not in db.table_names():
+            return [None] * len(calls)
+        if self.tx_base is None:
+            row = db.execute("select min(id) from transactions where run_id = ?", [self.run_id]).fetchone()
+            if row is None or row[0] is None:
+                return [None] * len(calls)
+            self.tx_base = row[0] - 1
+        base = self.tx_base
+        out: list[int | None] = [base + c[0] for c in calls]
+        # check a few: the first and the last of the batch
+        bad = False
+        for i in {0, len(calls) - 1}:
+            row = db.execute("select run_id, ts from transactions where id = ?", [out[i]]).fetchone()
+            if row is None:
+                out[i] = None  # not written yet (a flush of this sink alone)
+                continue
+            if row[0] != self.run_id or abs(row[1] - calls[i][1]) > 1e-6:
+                bad = True
+        if bad:  # some other numbering: look each one up (slow, exact)
+            out = []
+            for c in calls:
+                got = db.execute(
+                    "select id from transactions where run_id = ? and ts = ? order by id limit 1",
+                    [self.run_id, c[1]],
+                ).fetchone()
+                out.append(got[0] if got else None)
+        return out
+
+    def flush(self) -> None:
+        if not (self.pending or self.calls or self.closed or any(a.dirty for a in self.actors.values())):
+            return
+        db = self.db
+        con = db.conn
+        run = self.run_id
+        with con:
+            # actors (an actor without an id was looked up when its first session opened: it is new)
+            for a in self.actors.values():
+                if not a.dirty:
+                    continue
+                c = a.c
+                if a.id is None:
+                    a.id = con.execute(
+                        _INSERT_ACTOR,
+                        [
+                            a.key,
+                            a.kind,
+                            a.label,
+                            a.issuer,
+                            json.dumps(sorted(a.addresses)),
+                            a.first,
+                            a.last,
+                            c[0],
+                            c[1],
+                            a.new_sessions,
+                            *c[2:],
+                            run,
+                            run,
+                        ],
+                    ).lastrowid
+                else:
+                    row = con.execute("select addresses from actors where id = ?", [a.id]).fetchone()
+                    old = set(json.loads(row[0] or "[]")) if row else set()
+                    addrs = old if a.addresses <= old else sorted(old | a.addresses)[:MAX_ADDRESSES]
+                    con.execute(
+                        _UPDATE_ACTOR,
+                        [
+                            json.dumps(sorted(addrs)),
+                            a.first,
+                            a.last,
+                            c[0],
+                            c[1],
+                            a.new_sessions,
+                            *c[2:],
+                            run,
+                            a.id,
+                        ],
+                    )
+                a.c = [0] * 9
+                a.new_sessions = 0
+                a.dirty = False
+            # sessions
+            tx_ids = self._tx_ids(self.calls)
+            first_tx: dict[int, int] = {}
+            last_tx: dict[int, int] = {}
+            for call, tid in zip(self.calls, tx_ids):
+                if tid is not None:
+                    first_tx.setdefault(id(call[3]), tid)
+                    last_tx[id(call[3])] = tid
+            sessions = {id(a.session): a.session for a in self.actors.values() if a.session is not None}
+            for sess in self.closed:
+                sessions.setdefault(id(sess), sess)
+            for call in self.calls:
+                sessions.setdefault(id(call[3]), call[3])
+            for key, sess in sessions.items():
+                if not sess.dirty:
+                    continue
+                counts = [sess.calls, sess.errors, sess.denied, sess.not_found, sess.bytes]
+                if sess.id is None:
+                    sess.id = con.execute(
+                        _INSERT_SESSION,
+                        [
+                            sess.actor.id,
+                            sess.run_id,
+                            sess.start,
+                            sess.end,
+                            *counts,
+                            first_tx.get(key),
+                            last_tx.get(key),
+                        ],
+                    ).lastrowid
+                else:
+                    con.execute(
+                        _UPDATE_SESSION, [sess.end, *counts, first_tx.get(key), last_tx.get(key), sess.id]
+                    )
+                sess.calls = sess.errors = sess.denied = sess.not_found = sess.bytes = 0
+                sess.dirty = False
+            # per-actor endpoint aggregates (sketches merged with the stored ones)
+            aid_of = {a.key: a.id for a in self.actors.values()}
+            for k, agg in self.pending.items():
+                akey, svc, method, epath = k
+                aid = aid_of.get(akey)
+                if aid is None:
+                    aid = self._actor_id(akey)
+                row = con.execute(_SELECT_EP, [aid, svc, method, epath]).fetchone()
+                obj_blob, n_obj = sketch_merge(row[1] if row else None, agg.objects)
+                usr_blob, n_usr = sketch_merge(row[2] if row else None, agg.users)
+                tail = [n_obj, n_usr, obj_blob, usr_blob, agg.first, agg.last]
+                if row is None:
+                    self.ep_ids[k] = con.execute(
+                        _INSERT_EP, [aid, svc, method, epath, *agg.c, *tail, run, run]
+                    ).lastrowid
+                else:
+                    con.execute(_UPDATE_EP, [*agg.c, *tail, run, row[0]])
+                    self.ep_ids[k] = row[0]
+            # calls (the timeline)
+            rows = []
+            for call, tid in zip(self.calls, tx_ids):
+                _i, ts, actor, sess, k, method, status, rbytes, sensitive, flags = call
+                eid = self.ep_ids.get(k)
+                if eid is None:
+                    got = con.execute(
+                        "select id from actor_endpoints where actor_id = ? and service = ? and "
+                        "method = ? and path = ?",
+                        [actor.id, k[1], k[2], k[3]],
+                    ).fetchone()
+                    eid = got[0] if got else None
+                rows.append((tid, run, ts, actor.id, sess.id, eid, method, status, rbytes, sensitive, flags))
+            con.executemany(_INSERT_CALL, rows)
+        self.pending = {}
+        self.calls = []
+        self.closed = []
+        if len(self.ep_ids) > 100_000:
+            self.ep_ids.clear()
+
+    def finish(self) -> dict[str, Any]:
+        self.flush()
+        from .behaviour import analyse_db
+
+        found = analyse_db(self.db, self.settings, run_id=self.run_id)
+        n_actors = self.db.execute(
+            "select count(*) from actors where last_run_id = ?", [self.run_id]
+        ).fetchone()[0]
+        n_sessions = self.db.execute(
+            "select count(*) from actor_sessions s join actors a on a.id = s.actor_id where "
+            "a.last_run_id = ? "
+            "and s.run_id = ?",
+            [self.run_id, self.run_id],
+        ).fetchone()[0]
+        out: dict[str, Any] = {
+            "actors": {"seen": n_actors, "sessions": n_sessions, "behaviour_findings": found}
+        }
+        if self.evicted:
+            out["actors"]["evicted"] = self.evicted
+        return out
+
+
+# ---- what a transaction says ---------------------------------------------------------------------
+
+
+def count_objects(tx) -> int:
+    """Objects (``{``) in a JSON response body, scaled like :func:`count_records`."""
+    body = tx.response_body
+    head = body[:64].lstrip()
+    if not head or head[:1] not in (b"{", b"["):
+        return 0
+    part = body[:RECORDS_SCAN]
+    n = part.count(b"{")
+    total = max(tx.response_body_len, len(body))
+    return int(n * total / len(part)) if total > len(part) > 0 else n
+
+
+def count_records(tx) -> tuple[int, int]:
+    """(records, sensitive records) in a JSON response body: objects, and the most frequent
+    key of personal data or secrets (``email``, ``ssn``, ``card_number``...), from the first
+    ``RECORDS_SCAN`` bytes, scaled up to the whole body (also when it was truncated).
+    Approximations, the same for every actor, so they compare."""
+    body = tx.response_body
+    head = body[:64].lstrip()
+    if not head or head[:1] not in (b"{", b"["):
+        return 0, 0
+    part = body[:RECORDS_SCAN]
+    records = part.count(b"{")
+    best = 0
+    low = part.lower()
+    for marker, needles in _SENSITIVE_KEYS:
+        if marker in low:
+            for n in needles:
+                c = low.count(n)
+                if c > best:
+                    best = c
+    total = max(tx.response_body_len, len(body))
+    if total > len(part) > 0:
+        scale = total / len(part)
+        records = int(records * scale)
+        best = int(best * scale)
+    return records, best
+
+
+def failed_login(tx, status: int, issued: Identity | None) -> bool:
+    """A login attempt that failed: refused (401/403), or answered without a credential and
+    with a failure message (some APIs answer 200 ``{"status": "fail"}``)."""
+    if status in (401, 403):
+        return True
+    if issued is not None or status >= 500 or status == 0:
+        return False
+    body = tx.response_body
+    return (
+        bool(body) and _FAIL_TEXT.search(body[:4096]) is not None and (status < 300 or status in (400, 422))
+    )
+
+
+def login_user(body: bytes) -> str | None:
+    """The user name a login request names (JSON or form body), or None.  Only ever hashed."""
+    if not body or len(body) > 8192:
+        return None
+    text = body.decode("utf-8", "replace").strip()
+    if text.startswith("{"):
+        try:
+            doc = json.loads(text)
+        except ValueError:
+            return None
+        if isinstance(doc, dict):
+            for k in _USER_KEYS:
+                v = doc.get(k)
+                if isinstance(v, (str, int)) and str(v):
+                    return str(v).lower()
+        return None
+    if "=" in text:
+        fields = dict(parse_qsl(text))
+        for k in _USER_KEYS:
+            if fields.get(k):
+                return fields[k].lower()
+    return None
