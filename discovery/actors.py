@@ -188,11 +188,27 @@ class Identifier:
         self.hasher = hasher
         self.redactor = redactor
         self.cache: dict[tuple[str, str], Identity | None] = {}
+        self.jwt_cache: dict[tuple[str, str], Identity | None] = {}
 
     def h(self, value: str) -> str:
         return self.hasher(value)[:12]
 
     def _jwt(self, token: str, label: str) -> Identity | None:
+        """Cached per (claims part, label): the identity depends on nothing else (tokens of one
+        user often differ only in their signature or header)."""
+        parts = token.split(".")
+        if len(parts) != 3 or not parts[0].startswith("eyJ"):
+            return None
+        key = (parts[1], label)
+        got = self.jwt_cache.get(key, False)
+        if got is False:
+            got = self._jwt_identity(token, label)
+            if len(self.jwt_cache) >= 8192:
+                self.jwt_cache.clear()
+            self.jwt_cache[key] = got
+        return got
+
+    def _jwt_identity(self, token: str, label: str) -> Identity | None:
         got = jwt_subject(token)
         if got is None:
             return None
@@ -309,7 +325,7 @@ class Identifier:
             got = self.cookie(cookie)
             if got is not None:
                 return got
-        if query and "=" in query:
+        if query and "=" in query and _may_name_apikey(query):
             for name, value in parse_qsl(query, keep_blank_values=False):
                 if name.lower() in APIKEY_QUERY and value:
                     return self.apikey("query " + name[:40], value)
@@ -325,7 +341,7 @@ class Identifier:
                     return got
         body = tx.response_body
         if body and len(body) <= 65536 and login:
-            m = _JWT_TEXT.search(body)
+            m = _JWT_TEXT.search(body) if b"eyJ" in body else None
             if m:
                 got = self._jwt(m.group(0).decode("ascii"), "JWT subject")
                 if got is not None:
@@ -335,6 +351,30 @@ class Identifier:
             if m:
                 return Identity("bearer:" + self.h(m.group(1).decode("ascii")), "bearer", "bearer token")
         return None
+
+
+_PLAIN_ADDR = re.compile(r"[0-9A-Za-z.:_-]*")
+
+
+def _json_list(values: set[str]) -> str:
+    """``json.dumps(sorted(values))``; one plain address (the usual case) without the encoder."""
+    if len(values) == 1:
+        (v,) = values
+        if _PLAIN_ADDR.fullmatch(v):
+            return '["' + v + '"]'
+    return json.dumps(sorted(values))
+
+
+_APIKEY_QUERY_NAMES = tuple(sorted(APIKEY_QUERY))
+
+
+def _may_name_apikey(query: str) -> bool:
+    """False when no parameter of ``query`` can be an API-key parameter (no escapes, and no
+    name of :data:`APIKEY_QUERY` in it): most queries, spared a parse."""
+    if "%" in query or "+" in query:
+        return True
+    low = query.lower()
+    return any(n in low for n in _APIKEY_QUERY_NAMES)
 
 
 def identify(tx, identifier: Identifier, client_ip: str, query: str = "") -> tuple[Identity, bool]:
@@ -700,6 +740,7 @@ class Actors:
             hasher = Hasher(load_key(getattr(store, "path", ":memory:")))
         self.hasher = hasher
         self.key32 = hasher.key[:64]
+        self._b2 = hashlib.blake2b(key=self.key32, digest_size=4)
         self.ident = Identifier(hasher, getattr(store, "redactor", None))
         self.actors: dict[str, _Actor] = {}
         self.pending: dict[tuple, _EpAgg] = {}
@@ -714,6 +755,7 @@ class Actors:
         self.skel: dict = {}
         self.skel_cache: dict[tuple[str, str], str | None] = {}
         self.ratios: dict[tuple, list] = {}  # endpoint key -> [bodies counted, sensitive, objects]
+        self.counted: dict[tuple[bytes, int], tuple[int, int]] = {}  # (body head, length) -> counts
         self.rules = None
         self.ep_ids: dict[tuple, int] = {}
         self.evicted = 0
@@ -763,8 +805,9 @@ class Actors:
         return got
 
     def h32(self, value: str) -> int:
-        d = hashlib.blake2b(value.encode("utf-8", "surrogatepass"), key=self.key32, digest_size=4).digest()
-        return int.from_bytes(d, "little")
+        h = self._b2.copy()  # the keyed state, copied: cheaper than keying a new one
+        h.update(value.encode("utf-8", "surrogatepass"))
+        return int.from_bytes(h.digest(), "little")
 
     def _client(self, tx) -> str:
         c = self.client_names.get(tx.client_ip)
@@ -930,7 +973,19 @@ class Actors:
             r = self.ratios[key] = [0, 0, 0, 0]  # bodies seen, counted, sensitive, objects (counted ones)
         r[0] += 1
         if r[1] < RATIO_LEARN or r[0] % RATIO_EVERY == 0:
-            records, sensitive = count_records(tx)
+            # counted once per distinct (scanned part, length): APIs repeat their answers
+            body = tx.response_body
+            part = body[:RECORDS_SCAN]
+            if type(part) is not bytes:
+                part = bytes(part)
+            ck = (part, max(tx.response_body_len, len(body)))
+            got = self.counted.get(ck)
+            if got is None:
+                got = count_records(tx)
+                if len(self.counted) >= 512:
+                    self.counted.clear()
+                self.counted[ck] = got
+            records, sensitive = got
             r[1] += 1
             r[2] += sensitive
             r[3] += records
@@ -1029,6 +1084,20 @@ class Actors:
                 out.append(got[0] if got else None)
         return out
 
+    @staticmethod
+    def _max_id(con, table: str) -> int:
+        return con.execute(f"select max(id) from {table}").fetchone()[0] or 0
+
+    @staticmethod
+    def _inserted_ids(con, before: int, n: int) -> list[int] | None:
+        """Ids of the ``n`` rows one executemany just inserted into a table whose largest id was
+        ``before``: SQLite gives a new row the largest rowid + 1, so they are ``before + 1`` ...
+        ``last_insert_rowid()`` when that makes ``n`` (else None: the caller looks them up)."""
+        last = con.execute("select last_insert_rowid()").fetchone()[0]
+        if last - before != n:
+            return None
+        return list(range(before + 1, last + 1))
+
     def flush(self) -> None:
         if not (self.pending or self.calls or self.closed or any(a.dirty for a in self.actors.values())):
             return
@@ -1037,36 +1106,57 @@ class Actors:
         run = self.run_id
         with con:
             # actors (an actor without an id was looked up when its first session opened: it is new)
+            new_actors = []
+            old_actors = []
             for a in self.actors.values():
-                if not a.dirty:
-                    continue
-                c = a.c
-                if a.id is None:
-                    a.id = con.execute(
-                        _INSERT_ACTOR,
-                        [
+                if a.dirty:
+                    (new_actors if a.id is None else old_actors).append(a)
+            if new_actors:
+                before = self._max_id(con, "actors")
+                con.executemany(
+                    _INSERT_ACTOR,
+                    [
+                        (
                             a.key,
                             a.kind,
                             a.label,
                             a.issuer,
-                            json.dumps(sorted(a.addresses)),
+                            _json_list(a.addresses),
                             a.first,
                             a.last,
-                            c[0],
-                            c[1],
+                            a.c[0],
+                            a.c[1],
                             a.new_sessions,
-                            *c[2:],
+                            *a.c[2:],
                             run,
                             run,
-                        ],
-                    ).lastrowid
-                else:
-                    row = con.execute("select addresses from actors where id = ?", [a.id]).fetchone()
-                    old = set(json.loads(row[0] or "[]")) if row else set()
+                        )
+                        for a in new_actors
+                    ],
+                )
+                ids = self._inserted_ids(con, before, len(new_actors))
+                if ids is None:
+                    ids = [self._actor_id(a.key) for a in new_actors]
+                for a, i in zip(new_actors, ids):
+                    a.id = i
+            if old_actors:
+                stored: dict[int, str | None] = {}
+                aids = [a.id for a in old_actors]
+                for i in range(0, len(aids), 500):
+                    part = aids[i : i + 500]
+                    stored.update(
+                        con.execute(
+                            f"select id, addresses from actors where id in ({','.join('?' * len(part))})",
+                            part,
+                        ).fetchall()
+                    )
+                rows = []
+                for a in old_actors:
+                    c = a.c
+                    old = set(json.loads(stored.get(a.id) or "[]"))
                     addrs = old if a.addresses <= old else sorted(old | a.addresses)[:MAX_ADDRESSES]
-                    con.execute(
-                        _UPDATE_ACTOR,
-                        [
+                    rows.append(
+                        (
                             json.dumps(sorted(addrs)),
                             a.first,
                             a.last,
@@ -1076,8 +1166,14 @@ class Actors:
                             *c[2:],
                             run,
                             a.id,
-                        ],
+                        )
                     )
+                con.executemany(_UPDATE_ACTOR, rows)
+            for a in new_actors:
+                a.c = [0] * 9
+                a.new_sessions = 0
+                a.dirty = False
+            for a in old_actors:
                 a.c = [0] * 9
                 a.new_sessions = 0
                 a.dirty = False
@@ -1094,14 +1190,17 @@ class Actors:
                 sessions.setdefault(id(sess), sess)
             for call in self.calls:
                 sessions.setdefault(id(call[3]), call[3])
+            new_sess = []
+            ins_rows = []
+            upd_rows = []
             for key, sess in sessions.items():
                 if not sess.dirty:
                     continue
-                counts = [sess.calls, sess.errors, sess.denied, sess.not_found, sess.bytes]
+                counts = (sess.calls, sess.errors, sess.denied, sess.not_found, sess.bytes)
                 if sess.id is None:
-                    sess.id = con.execute(
-                        _INSERT_SESSION,
-                        [
+                    new_sess.append(sess)
+                    ins_rows.append(
+                        (
                             sess.actor.id,
                             sess.run_id,
                             sess.start,
@@ -1109,32 +1208,84 @@ class Actors:
                             *counts,
                             first_tx.get(key),
                             last_tx.get(key),
-                        ],
-                    ).lastrowid
-                else:
-                    con.execute(
-                        _UPDATE_SESSION, [sess.end, *counts, first_tx.get(key), last_tx.get(key), sess.id]
+                        )
                     )
+                else:
+                    upd_rows.append((sess.end, *counts, first_tx.get(key), last_tx.get(key), sess.id))
                 sess.calls = sess.errors = sess.denied = sess.not_found = sess.bytes = 0
                 sess.dirty = False
+            if ins_rows:
+                before = self._max_id(con, "actor_sessions")
+                con.executemany(_INSERT_SESSION, ins_rows)
+                ids = self._inserted_ids(con, before, len(ins_rows))
+                if ids is None:  # not consecutive (only past the largest rowid): look them up
+                    ids = [
+                        con.execute(
+                            "select id from actor_sessions where actor_id = ? and run_id = ? and start = ? "
+                            'and "end" = ? order by id desc limit 1',
+                            list(r[:4]),
+                        ).fetchone()[0]
+                        for r in ins_rows
+                    ]
+                for sess, i in zip(new_sess, ids):
+                    sess.id = i
+            if upd_rows:
+                con.executemany(_UPDATE_SESSION, upd_rows)
             # per-actor endpoint aggregates (sketches merged with the stored ones)
             aid_of = {a.key: a.id for a in self.actors.values()}
+            fresh = {a.id for a in new_actors}  # actors created by this flush: nothing stored yet
+            todo = []
+            lookup_aids = set()
             for k, agg in self.pending.items():
-                akey, svc, method, epath = k
-                aid = aid_of.get(akey)
+                aid = aid_of.get(k[0])
                 if aid is None:
-                    aid = self._actor_id(akey)
-                row = con.execute(_SELECT_EP, [aid, svc, method, epath]).fetchone()
+                    aid = self._actor_id(k[0])
+                todo.append((k, aid, agg))
+                if aid not in fresh:
+                    lookup_aids.add(aid)
+            stored_ep: dict[tuple, tuple] = {}
+            if lookup_aids:
+                la = [a for a in lookup_aids if a is not None]
+                for i in range(0, len(la), 500):
+                    part = la[i : i + 500]
+                    for rid, aid, svc, method, path, ob, ub in con.execute(
+                        "select id, actor_id, service, method, path, object_hashes, username_hashes "
+                        f"from actor_endpoints where actor_id in ({','.join('?' * len(part))})",
+                        part,
+                    ):
+                        stored_ep[(aid, svc, method, path)] = (rid, ob, ub)
+            ins_keys = []
+            ins_rows = []
+            upd_rows = []
+            for k, aid, agg in todo:
+                _akey, svc, method, epath = k
+                row = stored_ep.get((aid, svc, method, epath))
                 obj_blob, n_obj = sketch_merge(row[1] if row else None, agg.objects)
                 usr_blob, n_usr = sketch_merge(row[2] if row else None, agg.users)
-                tail = [n_obj, n_usr, obj_blob, usr_blob, agg.first, agg.last]
+                tail = (n_obj, n_usr, obj_blob, usr_blob, agg.first, agg.last)
                 if row is None:
-                    self.ep_ids[k] = con.execute(
-                        _INSERT_EP, [aid, svc, method, epath, *agg.c, *tail, run, run]
-                    ).lastrowid
+                    ins_keys.append(k)
+                    ins_rows.append((aid, svc, method, epath, *agg.c, *tail, run, run))
                 else:
-                    con.execute(_UPDATE_EP, [*agg.c, *tail, run, row[0]])
+                    upd_rows.append((*agg.c, *tail, run, row[0]))
                     self.ep_ids[k] = row[0]
+            if ins_rows:
+                before = self._max_id(con, "actor_endpoints")
+                con.executemany(_INSERT_EP, ins_rows)
+                ids = self._inserted_ids(con, before, len(ins_rows))
+                if ids is None:
+                    ids = [
+                        con.execute(
+                            "select id from actor_endpoints where actor_id = ? and service = ? and "
+                            "method = ? and path = ?",
+                            list(r[:4]),
+                        ).fetchone()[0]
+                        for r in ins_rows
+                    ]
+                for k, i in zip(ins_keys, ids):
+                    self.ep_ids[k] = i
+            if upd_rows:
+                con.executemany(_UPDATE_EP, upd_rows)
             # calls (the timeline)
             rows = []
             for call, tid in zip(self.calls, tx_ids):

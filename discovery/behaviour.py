@@ -156,8 +156,12 @@ class Agg:
     )
 
     def add(self, other: dict) -> None:
+        d = self.__dict__
+        get = other.get
         for k in self.COUNTERS:
-            setattr(self, k, getattr(self, k) + (other.get(k) or 0))
+            v = get(k)
+            if v:
+                d[k] += v
 
 
 @dataclass
@@ -373,9 +377,9 @@ def analyse(aggs: list[Agg], s: Settings, candidates: set[int] | None = None) ->
             for aid, a in members.items():
                 if not cand(aid):
                     continue
-                peers = uni - {aid}
-                others = len(callers - {aid})
-                if len(peers) < s.min_peers or others > s.admin_peer_share * len(peers):
+                n_peers = len(uni) - (aid in uni)  # the size of uni - {aid}, without the copy
+                others = len(callers) - (aid in callers)
+                if n_peers < s.min_peers or others > s.admin_peer_share * n_peers:
                     continue
                 out.append(
                     Verdict(
@@ -392,10 +396,10 @@ def analyse(aggs: list[Agg], s: Settings, candidates: set[int] | None = None) ->
                         "peers_calling",
                         others,
                         others,
-                        s.admin_peer_share * len(peers),
-                        len(peers),
+                        s.admin_peer_share * n_peers,
+                        n_peers,
                         f"called {tname} {a.calls} time{'s' if a.calls != 1 else ''} ({a.ok} answered 2xx, "
-                        f"{a.denied} refused); {others} of {len(peers)} other actors of {svc} called it",
+                        f"{a.denied} refused); {others} of {n_peers} other actors of {svc} called it",
                         a.keys,
                         "all",
                     )
@@ -571,17 +575,21 @@ def load_aggregates(db) -> list[Agg]:
     if has_ep:
         sql += " left join endpoints e on e.id = ae.endpoint_id"
     groups: dict[tuple, Agg] = {}
+    counters = Agg.COUNTERS
     for row in db.execute(sql):
         rid, aid, svc, method, path, eid, template = row[:7]
-        counters = dict(zip(Agg.COUNTERS, row[7:]))
         if template is None:
             eid = None
         group = eid if eid is not None else ("path", path)
         k = (aid, svc, method, group)
         a = groups.get(k)
-        if a is None:
-            a = groups[k] = Agg(aid, svc, method, group, template or path, eid)
-        a.add(counters)
+        if a is None:  # the counters in Agg's field order (COUNTERS)
+            a = groups[k] = Agg(aid, svc, method, group, template or path, eid, *[v or 0 for v in row[7:]])
+        else:
+            d = a.__dict__
+            for name, v in zip(counters, row[7:]):
+                if v:
+                    d[name] += v
         a.keys.append(rid)
     return list(groups.values())
 

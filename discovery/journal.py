@@ -9,15 +9,17 @@ transaction as the change:
 - ``_undo(run_id, tbl, rid, old)``: ``old`` is the row as it was before the run (a JSON object of
   its columns; BLOB values as ``["x", hex]``), or NULL when the run inserted the row.
 
-The journal is written by TEMP triggers (they live and die with the replay's connection, so no
-other writer is ever journaled by mistake) on every ordinary table except ``runs`` and the
-journal itself.  When the run completes, its journal is deleted in the transaction that marks
-it complete.  :func:`rollback` restores every touched row and drops the tables the run created,
-which returns the database to exactly its state before the run; :func:`resolve_dead_runs`
-decides, at the start of the next run, whether an interrupted run is rolled back (the same
-captures are replayed again) or kept (anything else: its partial counts stay, marked
-``interrupted``).  The cost is one indexed insert per row first touched per run, not per
-transaction: aggregates are touched once per flush.
+Rows that carry the run's own ``run_id`` (transactions, actors' calls, changes, capture files)
+are not journaled: rollback deletes them by ``run_id``. The journal is written by TEMP triggers
+(they live and die with the replay's connection, so no other writer is ever journaled by
+mistake) on every ordinary table except ``runs`` and the journal itself. When the run
+completes, its journal is deleted in the transaction that marks it complete. :func:`rollback`
+restores every touched row and drops the tables the run created, which returns the database to
+exactly its state before the run; :func:`resolve_dead_runs` decides, at the start of the next
+run, whether an interrupted run is rolled back (the same captures are replayed again) or kept
+(anything else: its partial counts stay, marked ``interrupted``). The cost is one indexed
+insert per row first touched per run, not per transaction: aggregates are touched once per
+flush.
 """
 
 from __future__ import annotations
@@ -86,7 +88,10 @@ def arm(db, run_id: int) -> None:
         for suffix, when, ref, value in (("i", "after insert", "new", "null"),
                                          ("u", "before update", "old", old),
                                          ("d", "before delete", "old", old)):
-            db.execute(f"create temp trigger {tag}_{suffix} {when} on main.{_q(name)} begin "
+            # rows that carry this run's run_id are the run's own: rollback deletes them by run_id,
+            # so they need no journal row (per-call tables stay cheap)
+            cond = f" when {ref}.run_id is not {run_id}" if "run_id" in cols else ""
+            db.execute(f"create temp trigger {tag}_{suffix} {when} on main.{_q(name)}{cond} begin "
                        f"{_journal_row(run_id, name, ref, value)}; end")
     if not known:  # the tables that existed when the run started writing: rollback drops any others
         _set_run_field(db, run_id, "journal_tables", json.dumps(sorted(n for n, _ in tables)))
@@ -124,6 +129,10 @@ def _rollback(db, run_id: int, before: str | None, counts: dict[str, int]) -> No
     with db.conn:
         rows = db.execute("select tbl, rid, old from _undo where run_id = ?", [run_id]).fetchall()
         present = set(db.table_names())
+        for name, cols in _tables(db):  # the run's own rows (not journaled, see arm)
+            if "run_id" in cols:
+                n = db.execute(f"delete from {_q(name)} where run_id = ?", [run_id]).rowcount
+                counts[name] = counts.get(name, 0) + max(n, 0)
         by_table: dict[str, list[tuple[int, str | None]]] = {}
         for tbl, rid, old in rows:
             if tbl in present:
@@ -142,7 +151,7 @@ def _rollback(db, run_id: int, before: str | None, counts: dict[str, int]) -> No
                 db.execute(
                     f"insert into {_q(tbl)} (rowid, {', '.join(_q(c) for c in cols)}) "
                     f"values (?, {', '.join('?' * len(cols))})", [rid, *vals])
-            counts[tbl] = len(entries)
+            counts[tbl] = counts.get(tbl, 0) + len(entries)
         if before is not None:
             keep = set(json.loads(before))
             for name, _ in _tables(db):
