@@ -64,6 +64,7 @@ class Settings:
     min_auth_calls: int = 10  # ... and at least this many of them
     chain: int = 50  # calls listed (by transaction id) as the evidence of a finding
     max_actors: int = 50000  # actors followed at once (memory bound)
+    max_analysed: int = 50000  # actors in one analysis, the most active first (memory bound)
 
     @classmethod
     def load(cls, db) -> Settings:
@@ -564,8 +565,21 @@ SHORT = {
 }
 
 
-def load_aggregates(db) -> list[Agg]:
-    """Every ``actor_endpoints`` row, grouped per actor and inventory endpoint."""
+def analysed_actors(db, limit: int) -> str:
+    """SQL restricting an analysis to at most ``limit`` actors (memory stays bounded however many
+    actors a database has collected): the most active first, errors and sensitive records
+    weighing more than plain calls.  Empty when the database holds no more than ``limit``."""
+    n = db.execute("select count(*) from actors").fetchone()[0] if "actors" in db.table_names() else 0
+    if n <= limit:
+        return ""
+    return (f"select id from actors order by coalesce(calls, 0) + 10 * (coalesce(denied, 0) + "
+            f"coalesce(not_found, 0) + coalesce(errors, 0)) + coalesce(sensitive_records, 0) desc, id "
+            f"limit {int(limit)}")
+
+
+def load_aggregates(db, limit: int | None = None) -> list[Agg]:
+    """Every ``actor_endpoints`` row (of the ``limit`` most active actors, see
+    :func:`analysed_actors`), grouped per actor and inventory endpoint."""
     has_ep = "endpoints" in db.table_names()
     cols = ", ".join(f"ae.{c}" for c in Agg.COUNTERS)
     sql = (
@@ -574,6 +588,9 @@ def load_aggregates(db) -> list[Agg]:
     )
     if has_ep:
         sql += " left join endpoints e on e.id = ae.endpoint_id"
+    only = analysed_actors(db, limit) if limit is not None else ""
+    if only:
+        sql += f" where ae.actor_id in ({only})"
     groups: dict[tuple, Agg] = {}
     counters = Agg.COUNTERS
     for row in db.execute(sql):
@@ -674,12 +691,20 @@ def analyse_db(db, settings: Settings | None = None, run_id: int | None = None, 
             db.execute("update actor_calls set marks = null where marks is not null")
             db.execute("update actors set findings = '[]', severity = null")
             db.execute("update actor_sessions set findings = '[]', severity = null")
-    aggs = load_aggregates(db)
+    aggs = load_aggregates(db, s.max_analysed)
+    analysed = {a.actor_id for a in aggs}
     candidates = None
     if run_id is not None:
-        candidates = {r[0] for r in db.execute("select id from actors where last_run_id = ?", [run_id])}
+        candidates = {r[0] for r in db.execute("select id from actors where last_run_id = ?", [run_id])
+                      if r[0] in analysed}
     verdicts = analyse(aggs, s, candidates)
-    keys = {r[0]: r[1] for r in db.execute("select id, actor from actors")}
+    flagged = {v.actor_id for v in verdicts}
+    keys = {}
+    ids = sorted(flagged)
+    for i in range(0, len(ids), 500):
+        chunk = ids[i:i + 500]
+        keys.update(db.execute(f"select id, actor from actors where id in ({','.join('?' * len(chunk))})",
+                               chunk).fetchall())
     run = (
         run_id
         if run_id is not None

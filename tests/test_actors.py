@@ -348,6 +348,29 @@ def test_memory_is_bounded_by_evicting_actors(tmp_path, truth):
     assert "behaviour.enumeration" in next(a for k, a in flagged.items() if k.startswith("jwt:"))["findings"]
 
 
+def test_the_analysis_reads_a_bounded_number_of_actors(tmp_path, truth):
+    """``max_analysed``: with more actors stored than that, only the most active are loaded and
+    judged (memory bounded whatever the database collected); the attacker, the most active, is
+    still flagged, and the aggregates loaded are those of exactly that many actors."""
+    from discovery import behaviour
+
+    db_path = str(tmp_path / "few.db")
+    replay(db_path, VAPI)
+    import sqlite_utils
+
+    db = sqlite_utils.Database(db_path)
+    total = db.execute("select count(*) from actors").fetchone()[0]
+    assert total > 3
+    assert behaviour.analysed_actors(db, total) == ""
+    aggs = behaviour.load_aggregates(db, 3)
+    assert len({a.actor_id for a in aggs}) == 3
+    db.close()
+    r = apisensor("actors", "--db", db_path, "--set", "max_analysed=3")
+    assert r.returncode == 0, r.stderr
+    flagged = {a["actor"]: a for a in actors_json(db_path, "--flagged")}
+    assert flagged and {ip for a in flagged.values() for ip in a["addresses"]} == {truth["attacker"]["ip"]}
+
+
 # ---- risk: endpoints and the map -----------------------------------------------------------------
 
 
