@@ -41,6 +41,7 @@ _LINGER = 5.0
 _RST_LINGER = 1.0
 _SWEEP_EVERY = 5.0
 _BY_AGE = attrgetter("last_ts")
+_MAX_OOO_SEGMENTS = 1024  # per direction: a flood of tiny out-of-order segments must stay cheap
 
 
 def _rel(a: int, b: int) -> int:
@@ -58,13 +59,14 @@ class StreamHandler(Protocol):
 class Half:
     """One direction of a flow."""
 
-    __slots__ = ("next", "isn", "ooo", "ooo_bytes", "fin_seq", "peer_ack", "done", "bytes")
+    __slots__ = ("next", "isn", "ooo", "ooo_bytes", "ooo_end", "fin_seq", "peer_ack", "done", "bytes")
 
     def __init__(self) -> None:
         self.next: int | None = None  # next expected sequence number
         self.isn: int | None = None
         self.ooo: dict[int, bytes] = {}
         self.ooo_bytes = 0
+        self.ooo_end = 0  # sequence number after the furthest buffered byte (when ooo is not empty)
         self.fin_seq: int | None = None
         self.peer_ack: int | None = None  # highest ACK the other side sent for this direction
         self.done = False
@@ -233,14 +235,15 @@ class FlowTable:
                 self.stats.anomaly("tcp.out_of_order")
                 if half.ooo_bytes > self.limits.max_ooo_bytes:
                     self._skip_gap(flow, d, half, ts)
+                elif len(half.ooo) > _MAX_OOO_SEGMENTS:
+                    self._flush_ooo(flow, d, half, ts, keep=_MAX_OOO_SEGMENTS // 2)
                 elif half.peer_ack is not None and _rel(half.peer_ack, half.next) > 0:
                     self._skip_gap(flow, d, half, ts, upto=half.peer_ack)
                 if self.ooo_total > self.limits.max_ooo_total and half.ooo:
                     # all flows together hold too much: this direction gives up its holes (the
                     # total was within the budget before this segment, so that is enough)
                     self.stats.anomaly("tcp.ooo_total_exceeded")
-                    while half.ooo:
-                        self._skip_gap(flow, d, half, ts)
+                    self._flush_ooo(flow, d, half, ts, keep=0)
         if half.fin_seq is not None:
             self._check_fin(flow, d, half, ts)
 
@@ -248,9 +251,18 @@ class FlowTable:
     def _store(half: Half, seq: int, payload: bytes) -> None:
         """Buffer ``payload`` at ``seq``; bytes a buffered segment already holds are kept
         (first bytes seen win), so buffered segments never overlap."""
+        end = (seq + len(payload)) & _M
+        if not half.ooo or _rel(seq, half.ooo_end) >= 0:
+            # beyond everything buffered (a stream going on after a hole): no overlap to check
+            half.ooo[seq] = payload
+            half.ooo_bytes += len(payload)
+            half.ooo_end = end
+            return
         base = half.next
         r0 = _rel(seq, base)
         r1 = r0 + len(payload)
+        if _rel(end, half.ooo_end) > 0:
+            half.ooo_end = end
         spans = sorted((_rel(s, base), _rel(s, base) + len(b)) for s, b in half.ooo.items())
         a = r0
         for s0, s1 in spans:
@@ -283,6 +295,31 @@ class FlowTable:
                 half.next = (half.next + len(piece)) & _M
                 half.bytes += len(piece)
                 flow.handler.data(d, piece, ts)
+
+    def _flush_ooo(self, flow: Flow, d: int, half: Half, ts: float, keep: int) -> None:
+        """Deliver buffered segments in order, declaring the holes before them as gaps, until at
+        most ``keep`` remain: one sort for the lot (a gap at a time would sort once per hole)."""
+        ooo = half.ooo
+        for s in sorted(ooo, key=lambda s: _rel(s, half.next)):
+            if len(ooo) <= keep:
+                break
+            data = ooo.pop(s)
+            half.ooo_bytes -= len(data)
+            self.ooo_total -= len(data)
+            delta = _rel(s, half.next)
+            if delta > 0:
+                self.stats.anomaly("tcp.gap")
+                half.next = (half.next + delta) & _M
+                half.bytes += delta
+                flow.handler.gap(d, delta, ts)
+                delta = 0
+            if delta + len(data) > 0:
+                piece = data[-delta:] if delta else data
+                half.next = (half.next + len(piece)) & _M
+                half.bytes += len(piece)
+                flow.handler.data(d, piece, ts)
+        if ooo:
+            self._drain(flow, d, half, ts)
 
     def _skip_gap(self, flow: Flow, d: int, half: Half, ts: float, upto: int | None = None) -> None:
         """Declare bytes lost: up to the earliest buffered segment, or only up to ``upto`` (a
@@ -323,8 +360,7 @@ class FlowTable:
             return
         if not flow.ignored:
             for d, half in enumerate(flow.halves):
-                while half.ooo:
-                    self._skip_gap(flow, d, half, ts)
+                self._flush_ooo(flow, d, half, ts, keep=0)
                 if not half.done and half.next is not None:
                     half.done = True
                     flow.handler.fin(d, ts)

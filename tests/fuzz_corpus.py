@@ -643,6 +643,7 @@ def run_file(path: str, limits: Limits, stats: Stats, sinks: bool = False) -> tu
         n = run_records(iter(f), limits, stats, sinks)
     finally:
         f.close()
+    stats.anomalies.update(f.anomalies)  # capture.truncated, capture.corrupt_record, ...
     if f.truncated:
         stats.truncated_files += 1
     return n, f.truncated

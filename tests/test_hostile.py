@@ -908,3 +908,43 @@ def test_bounds_are_set_on_the_command_line(tmp_path):
     for bad in ("max_headers", "max_headers=lots", "no_such_bound=1", "body_cap=-1"):
         rc, _, err, _ = cli("transactions", path, "--limit", bad)
         assert rc == 2 and "--limit" in err, err
+
+
+def test_tiny_out_of_order_segments_cost_linear_time(tmp_path):
+    """Regression (found by the fuzzer as a hang): a hole, then 20,000 one-byte segments. Each
+    insertion sorted every buffered segment, and each gap re-sorted them: quadratic. Now an
+    append after the furthest buffered byte is O(1), at most 1,024 segments wait per direction,
+    and a full buffer is flushed with one sort."""
+    c = Conn(t0=T0)
+    head = get(b"/tiny-segments")
+    data = head + b"x" * 20_000
+    c.pkt(True, 0x18, data[:5], seq=c.cseq)  # then bytes 5..9 are lost, and every 100th after
+    for i in range(10, len(data)):
+        if i % 100:
+            c.pkt(True, 0x18, data[i : i + 1], seq=c.cseq + i, ack=c.sseq)
+    c.cseq += len(data)
+    c.close()
+    stats = Stats()
+    import time
+
+    t0 = time.perf_counter()
+    p = Pipeline(lambda tx: None, None, stats)
+    p.run(c.records)
+    p.finish()
+    assert time.perf_counter() - t0 < 3.0
+    assert stats.anomalies["tcp.gap"] >= 200 and stats.anomalies["tcp.out_of_order"] >= 19_000
+    assert p.table.ooo_total == 0
+
+
+def test_import_of_suricata_log_with_unicode_digit_length(tmp_path):
+    """Regression (sensor/imports/suricata.py): the same str.isdigit() trap as above, in
+    ``apisensor import`` of an eve.json whose request Content-Length is "1\\xb2"."""
+    event = {"timestamp": "2024-01-01T00:00:00.000000+0000", "event_type": "http", "src_ip": "10.0.0.1",
+             "src_port": 1234, "dest_ip": "10.0.0.2", "dest_port": 80, "proto": "TCP",
+             "http": {"hostname": "a", "url": "/x", "http_method": "POST", "protocol": "HTTP/1.1",
+                      "status": 200, "length": 2, "response_headers": [],
+                      "request_headers": [{"name": "Content-Length", "value": "1\u00b2"}]}}
+    path = tmp_path / "eve.json"
+    path.write_text(json.dumps(event) + "\n")
+    rc, out, err, _ = cli("import", str(path), "--db", str(tmp_path / "eve.db"))
+    assert rc == 0, err

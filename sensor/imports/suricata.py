@@ -126,7 +126,7 @@ def event_transaction(ev: dict[str, Any], http: dict[str, Any], ts: float, body_
         qlen = len(qbody)
     else:
         cl = _first(req_headers, "content-length")
-        qlen = int(cl) if cl and cl.strip().isdigit() else 0
+        qlen = int(cl) if cl and cl.strip().isascii() and cl.strip().isdigit() else 0  # not "1²"
         qbody = b""
     length = http.get("length")
     length = length if isinstance(length, int) and not isinstance(length, bool) and length >= 0 else 0
