@@ -1,7 +1,6 @@
-"""Replay on several cores: each worker process reads the captures, keeps the flows that hash
-to it (both directions of a flow hash alike), and runs the sensor pipeline on them; the parent
-receives the transactions and events in batches and feeds the sinks (store, inventory,
-findings, map) in one place, so nothing downstream has to merge partial results.
+"""Several cores: which worker owns a packet (both directions of a flow hash alike), adding
+up the workers' counters, and live capture workers (PACKET_FANOUT).  ``replay --workers``
+runs the sensor and the sinks per worker (``sensor/cli/sharded.py``).
 
 Packets that are not TCP (DNS answers, ...) and frames that don't decode belong to worker 0,
 so every packet is counted exactly once.
@@ -12,7 +11,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import traceback
-from collections.abc import Callable
 
 from .limits import Limits
 from .stats import Stats
@@ -25,71 +23,6 @@ def owner(seg: tuple, n: int) -> int:
     if seg[0] != 6:
         return 0
     return ((seg[3] ^ seg[4]) + seg[1][-1] + seg[2][-1]) % n
-
-
-def _worker(paths: list[str], idx: int, n: int, limits: Limits, q, want_events: bool) -> None:
-    try:
-        from .pipeline import Pipeline
-        from .sources import merge, open_files
-
-        batch: list = []
-
-        def out(item) -> None:
-            batch.append(item)
-            if len(batch) >= _BATCH:
-                q.put(("items", batch[:]))
-                batch.clear()
-
-        stats = Stats()
-        files = open_files(paths)
-        p = Pipeline(out, limits, stats, on_event=out if want_events else None, shard=(idx, n))
-        p.run(merge(files))
-        p.finish()
-        if idx == 0:  # every worker reads every file: one of them reports the files' problems
-            for f in files:
-                stats.anomalies.update(f.anomalies)
-                stats.truncated_files += f.truncated
-        if batch:
-            q.put(("items", batch[:]))
-        q.put(("done", (idx, stats)))
-    except BaseException:  # report, never hang the parent
-        q.put(("error", traceback.format_exc()))
-
-
-def run(paths: list[str], workers: int, limits: Limits, stats: Stats,
-        on_transaction: Callable, on_event: Callable | None = None,
-        progress: Callable[[], None] | None = None) -> None:
-    """Replay ``paths`` with ``workers`` processes; results arrive in this process."""
-    from .transaction import Transaction
-
-    ctx = multiprocessing.get_context("fork")
-    q = ctx.Queue(maxsize=8 * workers)
-    procs = [ctx.Process(target=_worker, args=(paths, i, workers, limits, q, on_event is not None),
-                         daemon=True) for i in range(workers)]
-    for pr in procs:
-        pr.start()
-    done = 0
-    try:
-        while done < workers:
-            kind, payload = q.get()
-            if kind == "items":
-                for item in payload:
-                    if isinstance(item, Transaction):
-                        on_transaction(item)
-                    elif on_event is not None:
-                        on_event(item)
-                if progress is not None:
-                    progress()
-            elif kind == "done":
-                done += 1
-                _add(stats, payload[1])
-            else:
-                raise RuntimeError(f"replay worker failed:\n{payload}")
-    finally:
-        for pr in procs:
-            if pr.is_alive() and done < workers:
-                pr.kill()
-            pr.join()
 
 
 def _add(total: Stats, part: Stats) -> None:
