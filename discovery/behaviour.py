@@ -624,26 +624,31 @@ def map_endpoints(db, services: set[str] | None = None) -> None:
             return
         where = f" and ae.service in ({','.join('?' * len(services))})"
         args = sorted(services)
-    rows = db.execute(
-        "select ae.id, ae.service, ae.method, ae.path, ae.endpoint_id from actor_endpoints ae "
-        f"where ae.path != '*'{where}",
-        args,
-    ).fetchall()
     lookup: dict[tuple, int | None] = {}
     for svc, method, path, eid in db.execute(
         "select s.name, o.method, o.path, o.endpoint_id from observed_paths o join services s on "
         "s.id = o.service_id where o.endpoint_id is not null order by o.operation = '' desc, o.id desc"
     ):
         lookup[(svc, method, path)] = eid
-    updates = []
-    for rid, svc, method, path, old in rows:
-        eid = lookup.get((svc, method, path))
-        if eid is None:
-            eid = _match_template(db, svc, method, path)
-        if eid != old:
-            updates.append((eid, rid))
-    if updates:
-        db.conn.executemany("update actor_endpoints set endpoint_id = ? where id = ?", updates)
+    last = -1
+    while True:  # in batches by id: memory stays flat however many aggregates are stored
+        rows = db.execute(
+            "select ae.id, ae.service, ae.method, ae.path, ae.endpoint_id from actor_endpoints ae "
+            f"where ae.id > ? and ae.path != '*'{where} order by ae.id limit 20000",
+            [last, *args],
+        ).fetchall()
+        if not rows:
+            return
+        last = rows[-1][0]
+        updates = []
+        for rid, svc, method, path, old in rows:
+            eid = lookup.get((svc, method, path))
+            if eid is None:
+                eid = _match_template(db, svc, method, path)
+            if eid != old:
+                updates.append((eid, rid))
+        if updates:
+            db.conn.executemany("update actor_endpoints set endpoint_id = ? where id = ?", updates)
 
 
 _TEMPLATES: dict = {}
