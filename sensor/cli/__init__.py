@@ -130,6 +130,32 @@ def _limit_option(ctx: click.Context, param, values: tuple[str, ...]) -> None:
     ctx.meta["apisensor.limits"] = out
 
 
+def start_recording(db_path: str, paths: list[str], keep_raw: bool, force: bool, verbose: bool,
+                    flush_every: int):
+    """Open --db and a run over the capture/log files ``paths`` (refused captures end the
+    command); returns (store, run_id, recorder).  Shared by ``replay`` and ``import``."""
+    from discovery.recorder import Recorder, RunRefused, start_run
+    from discovery.store import Store
+
+    try:
+        store = Store(db_path, keep_raw_samples=keep_raw or None)
+    except Exception as e:  # sqlite3.DatabaseError and friends: one line, no traceback
+        _fail(f"{db_path}: cannot open as a SQLite database ({e})")
+    try:
+        run_id, sinks = start_run(store, paths, SINKS, files=paths, force=force,
+                                  notify=lambda m: click.echo(f"apisensor: {m}", err=True))
+    except RunRefused as e:
+        store.close()
+        click.echo(f"apisensor: {e}", err=True)
+        sys.exit(0 if e.harmless else EXIT_BAD_INPUT)
+
+    def on_commit(n: int) -> None:
+        if verbose:
+            click.echo(f"apisensor: committed run {run_id}: {n} transactions", err=True)
+
+    return store, run_id, Recorder(store, run_id, sinks, flush_every=flush_every, on_commit=on_commit)
+
+
 _common = [
     click.option("--body-cap", type=int, default=None, metavar="BYTES",
                  help="Decoded body bytes kept per message (default 262144); lengths are always counted."),
@@ -264,33 +290,13 @@ def replay(files: tuple[str, ...], db_path: str, as_json: bool, progress, worker
     command again rolls back the partial run and replays from the start, so nothing is
     counted twice; the same capture is never counted twice unless --force.
     """
-    from discovery.store import Store
-
     from ..pipeline import Pipeline
     from ..stats import Stats
 
     opened = _open(files)
     _check_linktypes(opened)
-    try:
-        store = Store(db_path, keep_raw_samples=keep_raw or None)
-    except Exception as e:  # sqlite3.DatabaseError and friends: one line, no traceback
-        _fail(f"{db_path}: cannot open as a SQLite database ({e})")
-    from discovery.recorder import Recorder, RunRefused, start_run
-
-    paths = [f.path for f in opened]
-    try:
-        run_id, sinks = start_run(store, paths, SINKS, files=paths, force=force,
-                                  notify=lambda m: click.echo(f"apisensor: {m}", err=True))
-    except RunRefused as e:
-        store.close()
-        click.echo(f"apisensor: {e}", err=True)
-        sys.exit(0 if e.harmless else EXIT_BAD_INPUT)
-
-    def on_commit(n: int) -> None:
-        if verbose:
-            click.echo(f"apisensor: committed run {run_id}: {n} transactions", err=True)
-
-    rec = Recorder(store, run_id, sinks, flush_every=flush_every, on_commit=on_commit)
+    store, run_id, rec = start_recording(db_path, [f.path for f in opened], keep_raw, force, verbose,
+                                         flush_every)
     emit, on_event = rec.observe, rec.observe_event
     stats = Stats()
     limits = _limits(body_cap, max_flows)

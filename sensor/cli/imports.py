@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 import click
 
-from . import EXIT_BAD_INPUT, FLUSH_EVERY, SINKS, _fail
+from . import FLUSH_EVERY, _fail, start_recording
 
 
 @click.command("import")
@@ -71,27 +70,7 @@ def import_logs(files: tuple[str, ...], db_path: str, fmt: str, as_json: bool, f
             _fail(str(e))
         plan.append((path, f))
 
-    from discovery.recorder import Recorder, RunRefused, start_run
-    from discovery.store import Store
-
-    try:
-        store = Store(db_path, keep_raw_samples=keep_raw or None)
-    except Exception as e:  # sqlite3.DatabaseError and friends: one line, no traceback
-        _fail(f"{db_path}: cannot open as a SQLite database ({e})")
-    paths = [p for p, _ in plan]
-    try:
-        run_id, sinks = start_run(store, paths, SINKS, files=paths, force=force,
-                                  notify=lambda m: click.echo(f"apisensor: {m}", err=True))
-    except RunRefused as e:
-        store.close()
-        click.echo(f"apisensor: {e}", err=True)
-        sys.exit(0 if e.harmless else EXIT_BAD_INPUT)
-
-    def on_commit(n: int) -> None:
-        if verbose:
-            click.echo(f"apisensor: committed run {run_id}: {n} transactions", err=True)
-
-    rec = Recorder(store, run_id, sinks, flush_every=flush_every, on_commit=on_commit)
+    store, run_id, rec = start_recording(db_path, [p for p, _ in plan], keep_raw, force, verbose, flush_every)
     warnings: list[str] = []
     per_format: dict[str, int] = {}
     skipped = 0
