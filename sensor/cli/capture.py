@@ -94,12 +94,6 @@ def capture(iface, bpf, db_path, duration, snaplen, no_promisc, pcap_dir, rotate
     recorder = Recorder(store, run_id, sinks, flush_every=1 << 62)
     emit, on_event = recorder.observe, recorder.observe_event
 
-    class _Pending:
-        def __getitem__(self, _i: int) -> int:
-            return recorder.pending
-
-    pending = _Pending()
-
     signals = [0]
 
     def on_signal(signum, _frame) -> None:
@@ -143,13 +137,13 @@ def capture(iface, bpf, db_path, duration, snaplen, no_promisc, pcap_dir, rotate
                 if writer is not None:
                     writer.write(rec[0], rec[2])
                 n += 1
-                if pending[0] < FLUSH_EVERY and time.monotonic() < t_next:
+                if recorder.pending < FLUSH_EVERY and time.monotonic() < t_next:
                     continue  # housekeeping at most 4 times a second (a busy link has no idle reads)
             now = time.monotonic()
             t_next = now + 0.25
             if rec is None:
                 p.tick(time.time())
-            if now - t_flush >= flush_interval or pending[0] >= FLUSH_EVERY:
+            if now - t_flush >= flush_interval or recorder.pending >= FLUSH_EVERY:
                 flush()
                 t_flush = now
             if now - t_stats >= stats_interval:
@@ -174,7 +168,7 @@ def capture(iface, bpf, db_path, duration, snaplen, no_promisc, pcap_dir, rotate
                         else:
                             on_event(item)
             now = time.monotonic()
-            if now - t_flush >= flush_interval or pending[0] >= FLUSH_EVERY:
+            if now - t_flush >= flush_interval or recorder.pending >= FLUSH_EVERY:
                 flush()
                 t_flush = now
             if now - t_stats >= stats_interval and pool.worker_stats:
