@@ -7,7 +7,8 @@ So while a run writes, every row it touches for the first time is journaled, in 
 transaction as the change:
 
 - ``_undo(run_id, tbl, rid, old)``: ``old`` is the row as it was before the run (a JSON object of
-  its columns; BLOB values as ``["x", hex]``), or NULL when the run inserted the row.
+  its columns; BLOB values as ``["x", hex]``, REAL values as ``["r", text]`` with all 17
+  digits), or NULL when the run inserted the row.
 
 Rows that carry the run's own ``run_id`` (transactions, actors' calls, changes, capture files)
 are not journaled: rollback deletes them by ``run_id``. The journal is written by TEMP triggers
@@ -19,7 +20,8 @@ exactly its state before the run; :func:`resolve_dead_runs` decides, at the star
 run, whether an interrupted run is rolled back (the same captures are replayed again) or kept
 (anything else: its partial counts stay, marked ``interrupted``). The cost is one indexed
 insert per row first touched per run, not per transaction: aggregates are touched once per
-flush.
+flush.  Tables that are empty when the run starts (the first replay into a new database) and
+tables the run creates get no triggers at all: rollback empties or drops them.
 """
 
 from __future__ import annotations
@@ -78,12 +80,23 @@ def arm(db, run_id: int) -> None:
     existing = {r[0] for r in db.execute("select name from sqlite_temp_master where type = 'trigger'")}
     known = set(json.loads(_run_field(db, run_id, "journal_tables") or "[]"))
     tables = _tables(db)
+    if not known:
+        # tables empty when the run starts writing need no journal: rollback empties them
+        empty = sorted(n for n, _ in tables
+                       if db.execute(f"select 1 from {_q(n)} limit 1").fetchone() is None)
+        _set_run_field(db, run_id, "journal_empty", json.dumps(empty))
+    else:
+        empty = json.loads(_run_field(db, run_id, "journal_empty") or "[]")
+    skip = set(empty)
     for name, cols in tables:
+        if name in skip or (known and name not in known):
+            continue  # emptied / dropped by rollback: nothing to journal
         tag = f"_undo_{run_id}_" + re.sub(r"[^A-Za-z0-9_]", "_", name)
         if f"{tag}_i" in existing:
             continue
         old = "json_object(" + ", ".join(
             f"{_lit(c)}, case typeof(old.{_q(c)}) when 'blob' then json_array('x', hex(old.{_q(c)})) "
+            f"when 'real' then json_array('r', quote(old.{_q(c)})) "  # JSON keeps 15 digits: not enough
             f"else old.{_q(c)} end" for c in cols) + ")"
         for suffix, when, ref, value in (("i", "after insert", "new", "null"),
                                          ("u", "before update", "old", old),
@@ -152,6 +165,10 @@ def _rollback(db, run_id: int, before: str | None, counts: dict[str, int]) -> No
                     f"insert into {_q(tbl)} (rowid, {', '.join(_q(c) for c in cols)}) "
                     f"values (?, {', '.join('?' * len(cols))})", [rid, *vals])
             counts[tbl] = counts.get(tbl, 0) + len(entries)
+        for name in json.loads(_run_field(db, run_id, "journal_empty") or "[]"):
+            if name in present:  # empty before the run: whatever is in it now is the run's
+                n = db.execute(f"delete from {_q(name)}").rowcount
+                counts[name] = counts.get(name, 0) + max(n, 0)
         if before is not None:
             keep = set(json.loads(before))
             for name, _ in _tables(db):
@@ -166,6 +183,8 @@ def _rollback(db, run_id: int, before: str | None, counts: dict[str, int]) -> No
 def _decode(v: Any) -> Any:
     if isinstance(v, list) and len(v) == 2 and v[0] == "x":
         return bytes.fromhex(v[1])
+    if isinstance(v, list) and len(v) == 2 and v[0] == "r":
+        return float(v[1])
     if isinstance(v, (dict, list)):  # json_object embeds values that are JSON (never from plain columns)
         return json.dumps(v)
     return v

@@ -201,28 +201,84 @@ def _combine(op: Any, a: Any, b: Any, ctx: _Ctx) -> Any:
     raise AssertionError(op)
 
 
-def _insert_value(op: Any, v: Any, ctx: _Ctx) -> Any:
-    if op == DERIVED:
-        return None
-    if op in (RUN_FIRST, RUN_LAST):
-        return ctx.run_id(v)
-    return v
-
-
 # ---- keyed tables ------------------------------------------------------------------------------
 
 
+def _rowid_alias(conn: sqlite3.Connection, table: str, column: str | None) -> bool:
+    """Whether ``column`` is ``table``'s INTEGER PRIMARY KEY (so a merge can choose its ids)."""
+    if column is None:
+        return False
+    pk = [(name, (typ or "").upper()) for _cid, name, typ, _nn, _d, pk in
+          conn.execute(f'PRAGMA main.table_info("{table}")') if pk]
+    return pk == [(column, "INTEGER")]
+
+
+_BATCH = 2000
+
+
 def _merge_keyed(ctx: _Ctx, table: str, rule: Rule) -> None:
+    """Merge ``table`` row by row by its natural key: a source row is combined into the
+    output's row with the same key, else inserted.  The output rows that a source row can meet
+    are those that were there before this source (a source holds each key once), so inserts and
+    updates are written in batches; a key seen twice in the source (NULLs in a key) flushes
+    them first and is then combined as usual."""
     conn = ctx.conn
     out_cols = set(ctx.columns("main", table))
     spec = rule.columns
     auto = next((c for c, op in spec.items() if op == AUTO), None)
     refs = {c: op[4:] for c, op in spec.items() if isinstance(op, str) and op.startswith("ref:")}
     where = rule.lookup or " AND ".join(f'"{c}" IS ?' for c in rule.key)
+    select = f'SELECT rowid AS "__rowid", * FROM main."{table}" WHERE {where}'
+    key_cols = rule.key
     ids = ctx.ids.setdefault(table, {})
+    # columns written on insert / combined on update, in spec order
+    ins_ops = [(c, op) for c, op in spec.items() if op not in (AUTO, ROW) and c in out_cols]
+    upd_ops = [
+        (c, op)
+        for c, op in spec.items()
+        if op not in (AUTO, KEY, KEEP, DERIVED, RUN_FIRST, ROW)
+        and not (isinstance(op, str) and op.startswith("ref:"))
+        and c in out_cols
+    ]
+    own_ids = _rowid_alias(conn, table, auto)
+    next_id = conn.execute(f'SELECT coalesce(max("{auto}"), 0) FROM main."{table}"').fetchone()[0] + 1 \
+        if own_ids else None
+    src_sql = f'SELECT * FROM src."{table}"' + (f" WHERE {rule.where}" if rule.where else "")
+    src_cols = set(ctx.columns("src", table))
+    ins_plain = [c for c, op in ins_ops if c in src_cols and op not in (DERIVED, RUN_FIRST, RUN_LAST)]
+    ins_run = [c for c, op in ins_ops if c in src_cols and op in (RUN_FIRST, RUN_LAST)]
+    ins_derived = [c for c, op in ins_ops if c in src_cols and op == DERIVED]
+    upd_ops = [(c, op) for c, op in upd_ops if c in src_cols]
+    # the output's keys, when there are not many more than the source's: a source row whose
+    # key is not among them is inserted without a lookup
+    known: set | None = None
+    src_n = conn.execute(f"SELECT count(*) FROM ({src_sql})").fetchone()[0]
+    if conn.execute(f'SELECT count(*) FROM main."{table}"').fetchone()[0] <= 4 * src_n + 50_000:
+        cols = ", ".join(_q(c) for c in key_cols)
+        keys = conn.execute(f'SELECT {cols} FROM main."{table}"')
+        known = {tuple("" if v is None else v for v in k) for k in keys}
+    inserts: dict[tuple, list] = {}  # column names -> rows of values
+    updates: dict[tuple, list] = {}
+    pending_keys: set[tuple] = set()
+
+    def flush() -> None:
+        for cols, rows in inserts.items():
+            conn.executemany(
+                f'INSERT INTO main."{table}" ({", ".join(_q(c) for c in cols)}) '
+                f"VALUES ({', '.join('?' * len(cols))})",
+                rows,
+            )
+        for cols, rows in updates.items():
+            sets = ", ".join(f"{_q(c)} = ?" for c in cols)
+            conn.executemany(f'UPDATE main."{table}" SET {sets} WHERE rowid = ?', rows)
+        inserts.clear()
+        updates.clear()
+        pending_keys.clear()
+
+    run_off = ctx.run_off
     inserted = updated = orphans = 0
-    for src in _rows(conn, f'SELECT * FROM src."{table}"' + (f" WHERE {rule.where}" if rule.where else "")):
-        row = dict(src)
+    for src in _rows(conn, src_sql):
+        row = src
         skip = False
         for c, parent in refs.items():
             if row.get(c) is not None:
@@ -231,49 +287,54 @@ def _merge_keyed(ctx: _Ctx, table: str, rule: Rule) -> None:
         if skip:  # its parent row was not in the source (a dangling reference): nothing to attach it to
             orphans += 1
             continue
-        got = conn.execute(
-            f'SELECT rowid AS "__rowid", * FROM main."{table}" WHERE {where}', [row[c] for c in rule.key]
-        )
-        names = [d[0] for d in got.description]
-        hit = got.fetchone()
-        old = dict(zip(names, hit)) if hit else None
+        key = tuple(row[c] for c in key_cols)
+        loose = tuple("" if v is None else v for v in key)  # ifnull() lookups equate NULL and ''
+        if loose in pending_keys:
+            flush()
+        if known is not None and loose not in known:
+            old = None
+        else:
+            got = conn.execute(select, key)
+            hit = got.fetchone()
+            old = dict(zip([d[0] for d in got.description], hit)) if hit else None
         extra = rule.row(ctx, old, row) if rule.row else {}
         if old is None:
-            vals = {
-                c: _insert_value(op, row.get(c), ctx)
-                for c, op in spec.items()
-                if op not in (AUTO, ROW) and c in out_cols and c in row
-            }
+            vals = {c: row[c] for c in ins_plain}
+            for c in ins_run:
+                vals[c] = None if row[c] is None else row[c] + run_off
+            for c in ins_derived:
+                vals[c] = None
             vals.update(extra)
-            cols = list(vals)
-            cur = conn.execute(
-                f'INSERT INTO main."{table}" ({", ".join(_q(c) for c in cols)}) '
-                f"VALUES ({', '.join('?' * len(cols))})",
-                [vals[c] for c in cols],
-            )
-            new_id = cur.lastrowid
+            if own_ids:
+                new_id = vals[auto] = next_id
+                next_id += 1
+                inserts.setdefault(tuple(vals), []).append(list(vals.values()))
+                pending_keys.add(loose)
+            else:
+                cols = list(vals)
+                new_id = conn.execute(
+                    f'INSERT INTO main."{table}" ({", ".join(_q(c) for c in cols)}) '
+                    f"VALUES ({', '.join('?' * len(cols))})",
+                    [vals[c] for c in cols],
+                ).lastrowid
             inserted += 1
         else:
-            vals = {
-                c: _combine(op, old.get(c), row.get(c), ctx)
-                for c, op in spec.items()
-                if op not in (AUTO, KEY, KEEP, DERIVED, RUN_FIRST, ROW)
-                and not (isinstance(op, str) and op.startswith("ref:"))
-                and c in out_cols
-                and c in row
-            }
+            vals = {c: _combine(op, old.get(c), row[c], ctx) for c, op in upd_ops}
             vals.update(extra)
             if vals:
-                sets = ", ".join(f'"{c}" = ?' for c in vals)
-                conn.execute(
-                    f'UPDATE main."{table}" SET {sets} WHERE rowid = ?', [*vals.values(), old["__rowid"]]
-                )
+                updates.setdefault(tuple(vals), []).append([*vals.values(), old["__rowid"]])
+                pending_keys.add(loose)
             new_id = old[auto] if auto else old["__rowid"]
             updated += 1
+        if known is not None:
+            known.add(loose)
         if auto:
             ids[src[auto]] = new_id
         if table == "findings":
             ctx.finding_endpoints[new_id] = ctx.src_endpoints.get(src.get("endpoint_id"))
+        if len(pending_keys) >= _BATCH:
+            flush()
+    flush()
     ctx.counts[table] = inserted + updated
     if orphans:
         ctx.warn(f"{ctx.src_path}: {orphans} rows of {table} refer to rows that are not there; skipped")
@@ -347,7 +408,7 @@ def _finding_row(ctx: _Ctx, old: dict | None, src: dict) -> dict:
 
 
 # bookkeeping of the writing process that a copy rewrites (discovery/journal.py)
-_RUN_BOOKKEEPING = ("id", "status", "owner", "journal_tables")
+_RUN_BOOKKEEPING = ("id", "status", "owner", "journal_tables", "journal_empty")
 
 
 def run_fingerprint(row: dict) -> str:
@@ -394,7 +455,8 @@ def _runs(ctx: _Ctx, table: str) -> None:
     ]
     if live:
         sets = ", ".join(
-            ["status = 'interrupted'", *(f"{c} = NULL" for c in ("owner", "journal_tables") if c in cols)]
+            ["status = 'interrupted'",
+             *(f"{c} = NULL" for c in ("owner", "journal_tables", "journal_empty") if c in cols)]
         )
         ctx.conn.execute(
             f"UPDATE main.\"{table}\" SET {sets} WHERE id > ? AND status = 'running'", [ctx.run_off]
@@ -1182,8 +1244,14 @@ def merge(
                 f"{output}: the merge of {unfinished[0][0]} started at {unfinished[0][1]} did not finish; "
                 "rebuild the output from all its sources with --replace"
             )
+        # shards of one run: what is derived (endpoints, findings' links, the map's names) is
+        # rebuilt once, after the last shard, instead of after each
+        shared = _Deferred(_endpoint_keys(conn)) if into_run is not None else None
         for s in sources:
-            report["sources"].append(_merge_one(conn, output, s, _warn, into_run))
+            report["sources"].append(_merge_one(conn, output, s, _warn, into_run, shared))
+        if shared is not None:
+            _finish(conn, shared, shared.before)
+            conn.commit()
         shards_with_actors = [e.pop("actors", False) for e in report["sources"]]
         if into_run is not None and any(shards_with_actors):
             # once all the shards are in: the run's actors against the whole population, as a
@@ -1216,8 +1284,22 @@ def _attach(conn: sqlite3.Connection, path: str) -> None:
     conn.execute("ATTACH DATABASE ? AS src", ["file:" + quote(os.path.abspath(path)) + "?mode=ro"])
 
 
+class _Deferred:
+    """What ``_finish`` needs from the shards merged so far (``merge(into_run=...)``)."""
+
+    def __init__(self, before: dict[int, tuple]):
+        self.before = before
+        self.services: set[str] = set()
+        self.finding_endpoints: dict[int, tuple] = {}
+
+    def add(self, ctx: _Ctx) -> None:
+        self.services |= ctx.services
+        self.finding_endpoints.update(ctx.finding_endpoints)
+
+
 def _merge_one(
-    conn: sqlite3.Connection, output: str, path: str, warn: Callable[[str], None], into_run: int | None = None
+    conn: sqlite3.Connection, output: str, path: str, warn: Callable[[str], None],
+    into_run: int | None = None, deferred: _Deferred | None = None,
 ) -> dict[str, Any]:
     ctx = _Ctx(conn, path, warn)
     entry: dict[str, Any] = {"source": path}
@@ -1235,7 +1317,7 @@ def _merge_one(
         if into_run is not None:
             if len(theirs) != 1:
                 raise MergeError(f"{path}: a shard must hold exactly one run, not {len(theirs)}")
-            entry.update(_merge_source(conn, ctx, path, sorted(theirs), into_run))
+            entry.update(_merge_source(conn, ctx, path, sorted(theirs), into_run, deferred))
             entry["status"] = "merged"
             entry["actors"] = "actor_endpoints" in ctx.tables("src")
             return entry
@@ -1262,7 +1344,7 @@ def _merge_one(
 
 
 def _merge_source(conn: sqlite3.Connection, ctx: _Ctx, path: str, fingerprints: list[str],
-                  into_run: int | None = None) -> dict[str, Any]:
+                  into_run: int | None = None, deferred: _Deferred | None = None) -> dict[str, Any]:
     # create the tables the output lacks as the source has them (a sink the output never ran)
     ours = set(ctx.tables("main"))
     for table in ctx.tables("src"):
@@ -1297,7 +1379,7 @@ def _merge_source(conn: sqlite3.Connection, ctx: _Ctx, path: str, fingerprints: 
             ctx.src_endpoints[eid] = (name, method, template, op, json.loads(examples or "[]"))
     if "services" in src_tables:
         ctx.services = {n for (n,) in conn.execute("SELECT name FROM src.services")}
-    endpoint_keys = _endpoint_keys(conn)
+    endpoint_keys = _endpoint_keys(conn) if deferred is None else {}
     pending = [
         t
         for t in ctx.tables("src")
@@ -1316,7 +1398,10 @@ def _merge_source(conn: sqlite3.Connection, ctx: _Ctx, path: str, fingerprints: 
             _merge_keyed(ctx, table, rule)
         else:
             rule.run(ctx, table)
-    _finish(conn, ctx, endpoint_keys)
+    if deferred is None:
+        _finish(conn, ctx, endpoint_keys)
+    else:
+        deferred.add(ctx)
     if into_run is None and "actor_endpoints" in src_tables:
         _analyse_actors(conn)  # every actor again, against the merged population
     runs = [r for (r,) in conn.execute("SELECT id + ? FROM src.runs ORDER BY id", [ctx.run_off])]
@@ -1339,7 +1424,7 @@ def _endpoint_keys(conn: sqlite3.Connection) -> dict[int, tuple]:
     }
 
 
-def _finish(conn: sqlite3.Connection, ctx: _Ctx, before: dict[int, tuple]) -> None:
+def _finish(conn: sqlite3.Connection, ctx: _Ctx | _Deferred, before: dict[int, tuple]) -> None:
     """Rebuild what is derived: endpoints of the services this source touched, findings'
     endpoints, the change log, the map's names."""
     import sqlite_utils

@@ -35,8 +35,9 @@ from .redact import Redactor, env_keep_raw, hash_key, warn_keep_raw
 SCHEMA_VERSION = 1
 
 # runs columns for crash safety: who writes (host:pid), what (capture fingerprints), the tables
-# that existed when it started, and how many transactions its last commit covered.
-RUN_COLUMNS = {"owner": "text", "fingerprints": "text", "journal_tables": "text",
+# that existed when it started (and those of them that were empty), and how many transactions
+# its last commit covered.
+RUN_COLUMNS = {"owner": "text", "fingerprints": "text", "journal_tables": "text", "journal_empty": "text",
                "committed_transactions": "integer", "committed_at": "text"}
 
 

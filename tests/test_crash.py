@@ -129,6 +129,53 @@ def test_sigkill_then_rerun_equals_clean_replay(capture, clean, tmp_path, seed):
     assert c.execute("select count(*) from _undo").fetchone()[0] == 0
 
 
+def _replay(capture: Path, db: Path, *extra: str) -> None:
+    out = subprocess.run([*APISENSOR, "replay", str(capture), "--db", str(db), "--no-progress", "--workers",
+                          "1", "--flush-every", "150", *extra], capture_output=True, env=_env(), cwd=ROOT,
+                         text=True)
+    assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.parametrize("seed", [1, pytest.param(2, marks=pytest.mark.slow)])
+def test_sigkill_into_a_database_with_data(capture, tmp_path, seed):
+    """The same, into a database that already holds a completed run: its tables are not empty,
+    so the killed run's changes to them are undone from the journal (a first replay into a new
+    database empties its tables on rollback instead)."""
+    rnd = random.Random(seed)
+    ref = tmp_path / "ref.db"
+    _replay(capture, ref)
+    t = time.monotonic()
+    _replay(capture, ref, "--force")  # the same capture counted twice: every aggregate is touched
+    seconds = time.monotonic() - t
+    db = tmp_path / "inv.db"
+    _replay(capture, db)
+    for _ in range(2):
+        out = tmp_path / "kill.log"
+        with open(out, "w") as err:
+            proc = subprocess.Popen(
+                [*APISENSOR, "replay", str(capture), "--db", str(db), "--no-progress", "--workers", "1",
+                 "--flush-every", "150", "--force", "-v"], stderr=err, stdout=subprocess.DEVNULL,
+                env=_env(), cwd=ROOT)
+            try:
+                proc.wait(rnd.uniform(0.3, 0.8) * seconds)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+        log = out.read_text()
+        reported = max((int(n) for n in re.findall(r"committed run \d+: (\d+) transactions", log)), default=0)
+        _check_after_kill(db, reported)
+    _replay(capture, db, "--force")
+    c = sqlite3.connect(db)
+    statuses = [r[0] for r in c.execute("select status from runs order by id")]
+    c.close()
+    assert statuses[0] == statuses[-1] == "complete" and set(statuses[1:-1]) <= {"rolled back"}, statuses
+    got, want = dump(db), dump(ref)
+    assert got == want, _diff(got, want)
+    c = sqlite3.connect(db)
+    assert c.execute("select count(*) from _undo").fetchone()[0] == 0
+    c.close()
+
+
 def test_a_kept_interrupted_run_is_not_counted_twice(capture, clean, tmp_path):
     db = tmp_path / "inv.db"
     reported = 0
@@ -169,7 +216,8 @@ def test_rollback_restores_every_kind_of_change(tmp_path):
     db["agg"].insert_all([{"k": "a", "hits": 1, "blob": b"\x00\xff", "note": "x"},
                           {"k": "b", "hits": 2, "blob": None, "note": '{"json": "text"}'},
                           {"k": "c", "hits": 3, "blob": None, "note": None}])
-    db["plain"].insert({"v": 1.5})
+    db["plain"].insert({"v": 1790000000.004222})  # 16 digits: JSON text would keep 15
+    db["empty"].create({"k": str, "hits": int}, pk="k")  # empty when the run starts: not journaled
     db.conn.commit()
     before = _state(db)
     run = store.begin_run(["x.pcap"], fingerprints=["f"])
@@ -180,11 +228,14 @@ def test_rollback_restores_every_kind_of_change(tmp_path):
         db.execute("insert into agg (k, hits) values ('d', 7) on conflict(k) do update set hits = hits + 7")
         db.execute("delete from agg where k = 'c'")
         db.execute("update plain set v = v * 2")
+        db.execute("insert into empty (k, hits) values ('e', 1)")
         db["new_table"].insert({"z": 1})
     journal.arm(db, run)  # a later commit picks up the new table
     with db.conn:
         db["new_table"].insert({"z": 2})
         db.execute("update agg set hits = 99")
+        db.execute("update empty set hits = 2")
+    assert not db.execute("select count(*) from _undo where tbl = 'empty'").fetchone()[0]
     assert _state(db) != before
     store.close()  # the "kill": the TEMP triggers die with the connection, the journal stays
     store = Store(str(tmp_path / "j.db"))

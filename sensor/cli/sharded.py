@@ -74,6 +74,18 @@ def _shard_worker(paths: list[str], idx: int, n: int, limits, shard: str, key: b
         q.put(("error", traceback.format_exc()))
 
 
+def _warm_merge() -> None:
+    """Import what the merge needs (networkx, the inventory, the actors' analysis: about a
+    second) while the workers run, instead of after them."""
+    import contextlib
+
+    with contextlib.suppress(ImportError):
+        import discovery.behaviour  # noqa: F401
+        import discovery.inventory  # noqa: F401
+        import discovery.merge  # noqa: F401
+        import graph.build  # noqa: F401
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -114,6 +126,7 @@ def replay_sharded(paths: list[str], workers: int, limits, stats, db_path: str, 
     try:
         for pr in procs:
             pr.start()
+        _warm_merge()
         done = 0
         warnings: list[str] = []
         while done < workers:
