@@ -33,6 +33,7 @@ _u16 = struct.Struct("!H").unpack_from
 _u32le = struct.Struct("<I").unpack_from
 _u32be = struct.Struct("!I").unpack_from
 _tcp_hdr = struct.Struct("!HHIIH").unpack_from
+_ports = struct.Struct("!HH8xB").unpack_from  # source and destination port, data offset byte
 _udp_hdr = struct.Struct("!HHH").unpack_from
 _eth_ip4 = struct.Struct("!12xHBxH2xHxB2x4s4s").unpack_from
 

@@ -333,6 +333,7 @@ class Pipeline:
             stats.bytes += nbytes
 
     def _run_shard(self, records: Iterable[Record]) -> None:
+        from .decode import _eth_ip4, _ports
         from .parallel import owner
 
         idx, n = self.shard
@@ -340,6 +341,16 @@ class Pipeline:
         segment = self.table.segment
         stats = self.stats
         for ts, linktype, data in records:
+            if linktype == 1 and len(data) >= 54:
+                # another worker's packet on the decoder's fast path (Ethernet/IPv4/TCP, see
+                # Decoder.decode): skipped without decoding it; the same hash as parallel.owner
+                etype, vihl, total, frag, proto, src, dst = _eth_ip4(data, 0)
+                if etype == 0x0800 and vihl == 0x45 and proto == 6 and not frag & 0x3FFF and total >= 40:
+                    sport, dport, doff = _ports(data, 34)
+                    doff = (doff >> 4) << 2
+                    if doff >= 20 and 34 + doff <= 14 + total <= len(data) and \
+                            ((sport ^ dport) + src[-1] + dst[-1]) % n != idx:
+                        continue
             seg = decode(ts, linktype, data)
             if (owner(seg, n) if seg is not None else 0) != idx:
                 continue
