@@ -1072,7 +1072,11 @@ def already_replayed(db, paths: list[str]) -> list[tuple[str, int]]:
             fp, _ = file_fingerprint(p)
         except OSError:
             continue
-        row = db.execute("select run_id from capture_files where fingerprint = ?", [fp]).fetchone()
+        # a run that was interrupted recorded its captures too: _interrupted_with (recorder) says
+        # what to do about those
+        row = db.execute(
+            "select c.run_id from capture_files c left join runs r on r.id = c.run_id "
+            "where c.fingerprint = ? and (r.status is null or r.status = 'complete')", [fp]).fetchone()
         if row:
             out.append((p, row[0]))
     return out
