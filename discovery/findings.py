@@ -71,6 +71,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -85,8 +86,7 @@ SAMPLE_AFTER = 2  # analyses in a row without a new row before a kind of body is
 SAMPLE_EVERY = 16  # then one body in this many is analysed
 # marks of the body signature: single bytes (a one-byte search is a memchr, ~0.1 ns per
 # byte; a longer needle costs ten times that, as much as parsing the body would save)
-SIGNATURE_MARKS = (b"@", b"$", b"\\")
-_MARK_BITS = tuple((m, 1 << i) for i, m in enumerate(SIGNATURE_MARKS))
+SIGNATURE_MARKS = (b"@", b"$", b"\\")  # bits 0, 1, 2 (see _body_marks)
 
 _SEG_INT = re.compile(r"^\d+$")
 _SEG_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -100,11 +100,18 @@ _SEG_NUMBERISH = re.compile(r"^(?=(?:\D*\d){7})\+?\(?\d[\d().\s-]*\d$")
 _TEMPLATES: dict[str, str] = {}
 
 
+def format_addr(addr: bytes, port: int) -> str:
+    """As ``sensor.transaction.format_addr`` (``Transaction.client``/``server``)."""
+    if len(addr) == 4:
+        return f"{socket.inet_ntop(socket.AF_INET, addr)}:{port}"
+    return f"[{socket.inet_ntop(socket.AF_INET6, addr)}]:{port}"
+
+
 def path_template(uri: str | None) -> str:
     """``/api/v1/users/8f14e45f-.../profile?x=1`` -> ``/api/v1/users/{uuid}/profile``."""
     if not uri:
         return "-"
-    path = uri.split("?", 1)[0].split("#", 1)[0].split(";", 1)[0]
+    path = uri.partition("?")[0].partition("#")[0].partition(";")[0]
     got = _TEMPLATES.get(path)
     if got is None:
         got = _template(path)
@@ -197,13 +204,25 @@ def ensure_table(db) -> None:
 class _Kind:
     """Sampling state of one kind of transaction."""
 
-    __slots__ = ("seen", "quiet", "found", "recipes")
+    __slots__ = ("seen", "quiet", "found", "plan", "src")
 
     def __init__(self):
         self.seen = 0
         self.quiet = 0  # analyses in a row that added no new row
         self.found: list[Finding] = []  # what the last analysis found (counted for skipped ones)
-        self.recipes: list[tuple | None] = []  # per finding, where its hashed value is (_recipe)
+        self.plan: list[_Group] | None = None  # found, grouped by row (with the recipes: _recipe)
+        self.src: _Src | None = None  # what the recipes of plan are to be read from, until they are
+
+
+class _Src:
+    """What :func:`_values_at` reads of a transaction (its headers and URI; not its bodies)."""
+
+    __slots__ = ("request_headers", "response_headers", "uri")
+
+    def __init__(self, tx):
+        self.request_headers = tx.request_headers
+        self.response_headers = tx.response_headers
+        self.uri = tx.uri
 
 
 def _values_at(tx, where: str, name: str) -> list[str]:
@@ -283,6 +302,44 @@ def _value_shape(v: str) -> int:
 _SIGS: dict[tuple, tuple] = {}
 
 
+# header name as seen -> (lower case name, what the signature takes of it); bounded
+_REQ_CLASS: dict[str, tuple[str, int]] = {}
+_RESP_CLASS: dict[str, tuple[str, int]] = {}
+_SKIP, _AUTH, _COOKIE, _SHAPE, _BANNER = range(5)
+
+
+def _req_class(name: str) -> tuple[str, int]:
+    lk = name.lower()
+    if lk in _REQ_SKIP and lk != "cookie" or lk.startswith("sec-"):
+        got = (lk, _SKIP)
+    elif lk == "authorization" or lk == "proxy-authorization":
+        got = (lk, _AUTH)
+    elif lk == "cookie":
+        got = (lk, _COOKIE)
+    else:
+        got = (lk, _SHAPE)
+    if len(_REQ_CLASS) >= 4096:
+        _REQ_CLASS.clear()
+    _REQ_CLASS[name] = got
+    return got
+
+
+def _resp_class(name: str) -> tuple[str, int]:
+    lk = name.lower()
+    if lk == "set-cookie":
+        got = (lk, _COOKIE)
+    elif lk in _SIG_VALUE:
+        got = (lk, _BANNER)
+    elif lk not in _RESP_SKIP:
+        got = (lk, _SHAPE)
+    else:
+        got = (lk, _SKIP)
+    if len(_RESP_CLASS) >= 4096:
+        _RESP_CLASS.clear()
+    _RESP_CLASS[name] = got
+    return got
+
+
 def header_signature(tx, banners: list | None = None) -> tuple:
     """Names (and, coarsely, values) of what the detectors read besides the bodies: the
     request and response headers they do not skip, the cookie names, the Authorization scheme
@@ -291,28 +348,32 @@ def header_signature(tx, banners: list | None = None) -> tuple:
     ``X-Powered-By``...: findings of the whole service) are not part of it: they go, with their
     values, into ``banners``."""
     out = []
+    req_class = _REQ_CLASS.get
     for k, v in tx.request_headers:
-        lk = k.lower()
-        if lk in _REQ_SKIP and lk != "cookie" or lk.startswith("sec-"):
+        lk, how = req_class(k) or _req_class(k)
+        if how == _SKIP:
             continue
-        if lk == "authorization" or lk == "proxy-authorization":
+        if how == _AUTH:
             scheme, _, cred = v.strip().partition(" ")
             cred = cred.strip()
             jwt = cred.partition(".")[0] if cred.count(".") == 2 else None  # a JWT's header: its alg
             out.append((lk, scheme.lower(), jwt or _value_shape(cred)))
-        elif lk == "cookie":
+        elif how == _COOKIE:
             out.append((lk, tuple(sorted(c.strip().partition("=")[0] for c in v.split(";")))))
         else:
             out.append((lk, _value_shape(v)))
     out.append("|")
+    resp_class = _RESP_CLASS.get
     for k, v in tx.response_headers:
-        lk = k.lower()
-        if lk == "set-cookie":
+        lk, how = resp_class(k) or _resp_class(k)
+        if how == _SKIP:
+            continue
+        if how == _COOKIE:
             out.append((lk, v.partition("=")[0].strip()))
-        elif lk in _SIG_VALUE:
+        elif how == _BANNER:
             if banners is not None:
                 banners.append((lk, v))
-        elif lk not in _RESP_SKIP:
+        else:
             out.append((lk, _value_shape(v)))
     uri = tx.uri
     if uri and "?" in uri:
@@ -334,27 +395,106 @@ def body_signature(tx) -> int:
     a bit for a body that is there and one for a truncated body, and one for a transaction
     the sensor flagged (incomplete, gap, decode error: a cut body is read as text, not JSON)."""
     sig = 1 << 16 if tx.flags else 0
-    sides = ((0, tx.response_body, tx.response_body_len), (8, tx.request_body, tx.request_body_len))
-    for shift, body, total in sides:
-        if body:
-            for mark, bit in _MARK_BITS:
-                if mark in body:
-                    sig |= bit << shift
-            sig |= 1 << (shift + 6)
-            if len(body) < total:
-                sig |= 1 << (shift + 7)
+    body = tx.response_body
+    if body:
+        sig |= _body_marks(body) | (1 << 6 | (len(body) < tx.response_body_len) << 7)
+    body = tx.request_body
+    if body:
+        sig |= (_body_marks(body) | (1 << 6 | (len(body) < tx.request_body_len) << 7)) << 8
     return sig
 
 
-class _Agg:
-    __slots__ = ("row", "hashes", "first_ref", "last_ref", "concrete_path")
+def _body_marks(body: bytes) -> int:
+    """The SIGNATURE_MARKS in a body, as bits."""
+    return (b"@" in body) | (b"$" in body) << 1 | (b"\\" in body) << 2
 
-    def __init__(self, row: dict, ref: dict, concrete_path: str):
-        self.row = row
+
+class _Agg:
+    """One pending findings row (the key's columns are in ``Findings.pending``'s key).
+    References to a transaction are kept as ``(ts, client_ip, client_port, server_ip,
+    server_port, stream_id)`` and turned into text at ``flush``."""
+
+    __slots__ = ("service", "method", "path", "detector", "kind", "category", "severity", "rank",
+                 "confidence", "location", "evidence", "count", "first_seen", "last_seen", "hashes",
+                 "first_ref", "last_ref", "concrete_path")
+
+    def __init__(self, f: Finding, service: str, method: str | None, path: str, ref: tuple,
+                 concrete_path: str):
+        self.service = service
+        self.method = method
+        self.path = path
+        self.detector = f.detector
+        self.kind = f.kind
+        self.category = f.category
+        self.severity = f.severity
+        self.rank = SEVERITY_RANK[f.severity]
+        self.confidence = f.confidence
+        self.location = f.location
+        self.evidence = f.evidence
+        self.count = 0
+        self.first_seen = self.last_seen = ref[0]
         self.hashes: list[str] = []
-        self.first_ref = ref
-        self.last_ref = ref
+        self.first_ref = self.last_ref = ref
         self.concrete_path = concrete_path
+
+
+class _Group:
+    """The findings of one transaction that fold into one row: the first one (it creates the
+    row), the first of the highest severity (it may raise the row's), how many, and the indexes
+    of those with a value hash (for a skipped transaction: the indexes with a recipe, see
+    :func:`_recipe`, and the recipes)."""
+
+    __slots__ = ("key", "method", "path", "first", "best", "rank", "n", "hashed", "recipes")
+
+    def __init__(self, key: tuple, method: str | None, path: str, f: Finding, rank: int):
+        self.key = key
+        self.method = method
+        self.path = path
+        self.first = self.best = f
+        self.rank = rank
+        self.n = 0
+        self.hashed: list[int] = []
+        self.recipes: list[tuple] | None = None
+
+
+def _plan(found: list[Finding], service: str, method: str | None, path: str) -> list[_Group]:
+    """The findings of one transaction grouped by row key (in order of first occurrence):
+    folding the groups is folding the findings one by one."""
+    groups: dict[tuple, _Group] = {}
+    mkey = method or ""
+    rank_of = SEVERITY_RANK
+    for i, f in enumerate(found):
+        if f.scope == "service":
+            key = (service, "*", "*", f.detector, f.location)
+        else:
+            key = (service, mkey, path, f.detector, f.location)
+        g = groups.get(key)
+        if g is None:
+            if f.scope == "service":
+                g = groups[key] = _Group(key, "*", "*", f, rank_of[f.severity])
+            else:
+                g = groups[key] = _Group(key, method, path, f, rank_of[f.severity])
+        else:
+            r = rank_of[f.severity]
+            if r > g.rank:
+                g.best, g.rank = f, r
+        g.n += 1
+        if f.value_hash:
+            g.hashed.append(i)
+    return list(groups.values())
+
+
+_json_str = json.encoder.encode_basestring_ascii  # what json.dumps writes for a str
+_INF = float("inf")
+
+
+def _json_list(hashes: list[str]) -> str:
+    """``json.dumps`` of a list of hex digests."""
+    return "[" + ", ".join(map(_json_str, hashes)) + "]" if hashes else "[]"
+
+
+_HASHED_PLACES = ("request.header:", "response.header:", "request.cookie:", "response.cookie:",
+                  "request.query:")
 
 
 class Findings:
@@ -434,83 +574,118 @@ class Findings:
             else:
                 self.skipped_without_body += 1
             if kind.found:
-                hasher = self.hasher
-                self._fold_all(kind.found, tx, service, method, path,
-                               [None if r is None else _rehash(tx, r, hasher) for r in kind.recipes])
+                plan = kind.plan
+                if kind.src is not None:  # the recipes, from the transaction that found them
+                    self._recipes(plan, kind.found, kind.src)
+                    kind.src = None
+                self._fold(plan, tx, None)
             return
         found = self.registry.detect(tx, self.hasher, memo=self.memo)
         if has_body:
             self.bodies_analysed += 1
         before = self._new_rows
+        plan = None
         if found:
-            self._fold_all(found, tx, service, method, path)
+            plan = _plan(found, service, method, path)
+            self._fold(plan, tx, found)
         if found != kind.found:
             kind.found = found
-            kind.recipes = [_recipe(tx, f, self.hasher) for f in found]
+            kind.plan = plan
+            # where its credentials are: worked out if a transaction of the kind is skipped
+            kind.src = _Src(tx) if plan else None
         kind.quiet = 0 if self._new_rows > before else kind.quiet + 1
 
-    def _fold_all(self, found: list[Finding], tx, service: str, method: str | None, path: str,
-                  hashes: list | None = None) -> None:
-        """Fold the findings of one transaction (``hashes``: the value hash of each, when they
-        are not the findings' own: a skipped transaction counting its kind's findings)."""
-        ref = {
-            "run": self.run_id,
-            "ts": tx.ts,
-            "client": tx.client,
-            "server": tx.server,
-            "stream": tx.stream_id,
-        }
-        for i, f in enumerate(found):
-            vh = f.value_hash if hashes is None else hashes[i]
-            if f.scope == "service":
-                self._fold(f, service, "*", "*", tx, ref, vh)
-            else:
-                self._fold(f, service, method, path, tx, ref, vh)
+    def _recipes(self, plan: list[_Group], found: list[Finding], tx) -> None:
+        """Where each hashed value of a credential in a header, cookie or the query sits in
+        ``tx`` (see :func:`_recipe`), for the transactions of the kind that are skipped."""
+        hasher = self.hasher
+        for g in plan:
+            recipes = []
+            for i in g.hashed:
+                f = found[i]
+                if f.location.startswith(_HASHED_PLACES):
+                    r = _recipe(tx, f, hasher)
+                    if r is not None:
+                        recipes.append(r)
+            g.recipes = recipes
+
+    def _fold(self, plan: list[_Group], tx, found: list[Finding] | None) -> None:
+        """Fold the findings of one transaction, grouped by row (``found``: the transaction's
+        own findings, whose value hashes are kept; None: a skipped transaction counting its
+        kind's findings, with the hashes of its own values at the places of the recipes)."""
+        ts = tx.ts
+        ref = (ts, tx.client_ip, tx.client_port, tx.server_ip, tx.server_port, tx.stream_id)
+        pending = self.pending
+        hasher = self.hasher
+        for g in plan:
+            key = g.key
+            agg = pending.get(key)
+            if agg is None:
+                agg = pending[key] = _Agg(g.first, key[0], g.method, g.path, ref,
+                                          (tx.uri or "").split("?", 1)[0])
+                if key not in self.run_keys:
+                    self._new_rows += 1
+                    self.run_keys.add(key)
+                self.examples.setdefault(key, agg.concrete_path)
+            agg.count += g.n
+            if ts > agg.last_seen:
+                agg.last_seen = ts
+            if ts < agg.first_seen:
+                agg.first_seen = ts
+            agg.last_ref = ref
+            if g.rank > agg.rank:
+                f = g.best
+                agg.severity = f.severity
+                agg.rank = g.rank
+                agg.evidence = f.evidence
+                agg.kind = f.kind
+                agg.confidence = f.confidence
+            hashes = agg.hashes
+            if len(hashes) >= MAX_HASHES:
+                continue
+            if found is not None:
+                for i in g.hashed:
+                    vh = found[i].value_hash
+                    if vh not in hashes and len(hashes) < MAX_HASHES:
+                        hashes.append(vh)
+            elif g.recipes:
+                for r in g.recipes:
+                    vh = _rehash(tx, r, hasher)
+                    if vh and vh not in hashes and len(hashes) < MAX_HASHES:
+                        hashes.append(vh)
 
     def observe_event(self, ev) -> None:
         pass
 
-    def _fold(self, f: Finding, service: str, method: str | None, path: str, tx, ref: dict,
-              value_hash: str | None) -> None:
-        key = (service, method or "", path, f.detector, f.location)
-        agg = self.pending.get(key)
-        if agg is None:
-            row = {
-                "service": service,
-                "method": method,
-                "path": path,
-                "detector": f.detector,
-                "kind": f.kind,
-                "category": f.category,
-                "severity": f.severity,
-                "severity_rank": SEVERITY_RANK[f.severity],
-                "confidence": f.confidence,
-                "location": f.location,
-                "evidence": f.evidence,
-                "count": 0,
-                "first_seen": tx.ts,
-                "last_seen": tx.ts,
-            }
-            agg = self.pending[key] = _Agg(row, ref, (tx.uri or "").split("?", 1)[0])
-            if key not in self.run_keys:
-                self._new_rows += 1
-            self.run_keys.add(key)
-            self.examples.setdefault(key, agg.concrete_path)
-        row = agg.row
-        row["count"] += 1
-        row["last_seen"] = max(row["last_seen"], tx.ts)
-        row["first_seen"] = min(row["first_seen"], tx.ts)
-        agg.last_ref = ref
-        if SEVERITY_RANK[f.severity] > row["severity_rank"]:
-            row.update(
-                severity=f.severity,
-                severity_rank=SEVERITY_RANK[f.severity],
-                evidence=f.evidence,
-                kind=f.kind,
-                confidence=f.confidence,
+    def _ref_json(self, ref: dict) -> str:
+        """``json.dumps(ref)`` (the same text, without the general encoder)."""
+        ts = ref["ts"]
+        stream = ref["stream"]
+        plain = (type(ts) is float and ts == ts and ts not in (_INF, -_INF) and type(ref["run"]) is int
+                 and (stream is None or type(stream) is int))
+        if not plain:
+            return json.dumps(ref)
+        return (f'{{"run": {ref["run"]}, "ts": {float.__repr__(ts)}, "client": {_json_str(ref["client"])}, '
+                f'"server": {_json_str(ref["server"])}, "stream": {"null" if stream is None else stream}}}')
+
+    def _ref(self, ref: tuple) -> dict:
+        ts, cip, cport, sip, sport, stream = ref
+        return {"run": self.run_id, "ts": ts, "client": format_addr(cip, cport),
+                "server": format_addr(sip, sport), "stream": stream}
+
+    def _existing(self) -> dict[tuple, tuple] | None:
+        """All rows of the table by key, when the table is small next to what is pending (one
+        query instead of one per pending row); None: look rows up one by one."""
+        top = self.db.execute(f"SELECT max(id) FROM {TABLE}").fetchone()[0]
+        if top is not None and top > 8 * len(self.pending) + 5000:
+            return None
+        return {
+            tuple(r[:5]): r[5:]
+            for r in self.db.execute(
+                f"SELECT service, ifnull(method, ''), path, detector, location, id, count, first_seen, "
+                f"last_seen, severity_rank, value_hashes, first_run_id, first_tx_id FROM {TABLE}"
             )
-        if value_hash and value_hash not in agg.hashes and len(agg.hashes) < MAX_HASHES:
-            agg.hashes.append(value_hash)
+        }
 
     def flush(self) -> None:
         if not self.pending:
@@ -518,35 +693,50 @@ class Findings:
         db = self.db
         conn = db.conn
         has_tx = "transactions" in db.table_names()
-        tx_ids = self._tx_ids() if has_tx else {}
+        refs = {}  # ref -> its dict
+        for agg in self.pending.values():
+            for r in (agg.first_ref, agg.last_ref):
+                if r not in refs:
+                    refs[r] = self._ref(r)
+        # complete: every transaction of the references' time span was read, so one that was not
+        # seen is not there (None, without a query per reference)
+        tx_ids, complete = self._tx_ids(refs.values()) if has_tx else ({}, False)
 
         def tx_id(ref: dict) -> int | None:
             if not has_tx:
                 return None
             k = (ref["ts"], ref["client"], ref["server"])
             if k not in tx_ids:
+                if complete:
+                    return None
                 tx_ids[k] = self._tx_id(ref)
             return tx_ids[k]
 
         inserts, updates = [], []
+        dumps = json.dumps
         with conn:
+            existing = self._existing()
             for key, agg in self.pending.items():
-                row = agg.row
-                first_tx = tx_id(agg.first_ref)
-                last_tx = tx_id(agg.last_ref)
-                old = conn.execute(
-                    f"SELECT id, count, first_seen, last_seen, severity_rank, value_hashes, first_run_id, "
-                    f"first_tx_id FROM {TABLE} WHERE service = ? AND ifnull(method, '') = ? AND path = ? "
-                    f"AND detector = ? AND location = ?",
-                    key,
-                ).fetchone()
+                first_ref = refs[agg.first_ref]
+                last_ref = refs[agg.last_ref]
+                first_tx = tx_id(first_ref)
+                last_tx = tx_id(last_ref)
+                if existing is not None:
+                    old = existing.get(key)
+                else:
+                    old = conn.execute(
+                        f"SELECT id, count, first_seen, last_seen, severity_rank, value_hashes, "
+                        f"first_run_id, first_tx_id FROM {TABLE} WHERE service = ? AND "
+                        f"ifnull(method, '') = ? AND path = ? AND detector = ? AND location = ?",
+                        key,
+                    ).fetchone()
                 if old is None:
                     inserts.append((
-                        row["service"], row["method"], row["path"], row["detector"], row["kind"],
-                        row["category"], row["severity"], row["severity_rank"], row["confidence"],
-                        row["location"], row["evidence"], row["count"], row["first_seen"], row["last_seen"],
-                        json.dumps(agg.hashes), len(agg.hashes), self.run_id, self.run_id, first_tx, last_tx,
-                        json.dumps(agg.last_ref),
+                        agg.service, agg.method, agg.path, agg.detector, agg.kind,
+                        agg.category, agg.severity, agg.rank, agg.confidence,
+                        agg.location, agg.evidence, agg.count, agg.first_seen, agg.last_seen,
+                        _json_list(agg.hashes), len(agg.hashes), self.run_id, self.run_id, first_tx, last_tx,
+                        self._ref_json(last_ref),
                     ))
                     continue
                 fid, count, first_seen, last_seen, rank, hashes, first_run, first_tx_old = old
@@ -554,15 +744,15 @@ class Findings:
                 for h in agg.hashes:
                     if h not in merged and len(merged) < MAX_HASHES:
                         merged.append(h)
-                higher = row["severity_rank"] > rank
+                higher = agg.rank > rank
                 up = int(higher)
                 updates.append((
-                    count + row["count"], min(first_seen, row["first_seen"]),
-                    max(last_seen, row["last_seen"]), json.dumps(merged), len(merged), self.run_id, last_tx,
-                    json.dumps(agg.last_ref),
+                    count + agg.count, min(first_seen, agg.first_seen),
+                    max(last_seen, agg.last_seen), dumps(merged), len(merged), self.run_id, last_tx,
+                    self._ref_json(last_ref),
                     first_tx if first_tx_old is None and first_run == self.run_id else first_tx_old,
-                    up, row["severity"], up, row["severity_rank"], up, row["evidence"], up, row["kind"],
-                    up, row["confidence"], fid,
+                    up, agg.severity, up, agg.rank, up, agg.evidence, up, agg.kind,
+                    up, agg.confidence, fid,
                 ))
             if inserts:
                 conn.executemany(
@@ -582,12 +772,15 @@ class Findings:
                     "confidence = CASE WHEN ? THEN ? ELSE confidence END WHERE id = ?", updates)
         self.pending = {}
 
-    def _tx_ids(self) -> dict[tuple, int]:
+    def _tx_ids(self, refs) -> tuple[dict[tuple, int], bool]:
         """(ts, client, server) -> the lowest ``transactions.id`` of this run, for the time span of
-        the pending findings' references (one query instead of one per reference)."""
-        times = [t for agg in self.pending.values() for t in (agg.first_ref["ts"], agg.last_ref["ts"])]
-        if len(times) < 64:
-            return {}
+        the pending findings' references (one query instead of one per reference), and whether
+        that query was made."""
+        if 2 * len(self.pending) < 64:
+            return {}, False
+        times = [r["ts"] for r in refs]
+        if not times:
+            return {}, False
         out: dict[tuple, int] = {}
         for rid, ts, client, server in self.db.execute(
             "SELECT id, ts, client, server FROM transactions WHERE run_id = ? AND ts >= ? AND ts <= ? "
@@ -595,7 +788,7 @@ class Findings:
             (self.run_id, min(times), max(times)),
         ):
             out.setdefault((ts, client, server), rid)
-        return out
+        return out, True
 
     def _tx_id(self, ref: dict) -> int | None:
         got = self.db.execute(

@@ -551,6 +551,33 @@ def test_scan_values_matches_on_random_values(seed):
     assert REGISTRY.scanner.scan_values(values, 200) == _reference(values)
 
 
+def test_scan_values_of_values_that_differ_only_in_their_digits():
+    """What a value may match is remembered by its shape (ASCII digits as "0"): values that
+    differ only in their digits still get exactly the single alternation's matches."""
+    import random
+
+    rnd = random.Random(7)
+    sc = REGISTRY.scanner
+    base = [
+        *SCAN_SAMPLES,
+        "10.0.0.1",
+        "192.168.1.20:8080",
+        "+1 415 555 0100",
+        "(020) 7946 0958",
+        "Bearer eyJhbGciOiJIUzI1NiJ9.e30.59008846",
+        "/api/v1/users/835424",
+        "12345678Z",
+        "131052+308T",
+        "4111-1111-1111-1111",
+    ]
+    for _ in range(8):
+        values = ["".join(rnd.choice("0123456789") if c in "0123456789" else c for c in v) for v in base]
+        for status in (200, 500):
+            assert sc.scan_values(values, status) == _reference(values, status)
+            for v in values:
+                assert sc.scan_values([v], status) == _reference([v], status), v
+
+
 def test_large_json_lists_are_walked_by_column_with_the_same_locations():
     items = [
         {"id": i, "name": "same", "tags": ["a", "b"], "profile": {"phone": "+1 415 555 0100"}}

@@ -44,7 +44,7 @@ class Registry:
     def __init__(self):
         self.detectors: list[Detector] = []
         self._scanner: Scanner | None = None
-        self._plan: list[tuple[Detector, tuple[str, ...] | None]] | None = None
+        self._plan: list[tuple[Detector, frozenset[str] | None]] | None = None
         self._keyed: list[Detector] = []
         self._wants_cache: dict[tuple[str, str], frozenset[str]] = {}
 
@@ -79,14 +79,14 @@ class Registry:
             self._scanner = Scanner(ordered, needs, necessary)
         return self._scanner
 
-    def _build_plan(self) -> list[tuple[Detector, tuple[str, ...] | None]]:
+    def _build_plan(self) -> list[tuple[Detector, frozenset[str] | None]]:
         """Per detector, the pattern groups whose hits it reads (``reads``), or None when it must
         always run; a detector with ``reads`` runs only when one of those groups matched or
         (``wants_key``) a leaf under a key it reads exists."""
         plan = []
         for d in self.detectors:
             reads = getattr(d, "reads", None)
-            plan.append((d, tuple(reads) if reads is not None else None))
+            plan.append((d, frozenset(reads) if reads is not None else None))
         self._keyed = [d for d in self.detectors if getattr(d, "wants_key", None) is not None]
         self._plan = plan
         return plan
@@ -116,15 +116,16 @@ class Registry:
         bodies walked before, see :class:`~.context.BodyMemo`)."""
         plan = self._plan or self._build_plan()
         ctx = Context(tx, self.scanner, hasher, self.wants, bodies, memo)
-        hits = ctx._hits
+        hit_groups = ctx._hits.keys()
         wanted = ctx.wanted
+        findings = ctx.findings
         for d, reads in plan:
             if only is not None and d.name not in only:
                 continue
-            if reads is not None and d.name not in wanted and not any(g in hits for g in reads):
+            if reads is not None and hit_groups.isdisjoint(reads) and d.name not in wanted:
                 continue  # nothing this detector reads is in the transaction
             try:
-                ctx.findings.extend(d.detect(ctx))
+                findings.extend(d.detect(ctx))
             except Exception as e:  # one broken detector must not stop the sensor
                 ctx.findings.append(
                     Finding(

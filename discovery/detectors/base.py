@@ -100,8 +100,9 @@ class Base:
     # find something; groups without one always run (see scan.py)
     needs: dict[str, tuple[str, ...] | str] = {}
     # per pattern group, what every match contains: literals (one of them; "(?i)x" ignores
-    # case), a regex, or a minimum number of ASCII digits; a value without it is not scanned
-    # for that group.  Groups without one are scanned in every value (correct, slower).
+    # case), a regex, a minimum number of ASCII digits, or (digits, regex): both; a value
+    # without it is not scanned for that group.  Groups without one are scanned in every value
+    # (correct, slower).
     necessary: dict[str, tuple[str, ...] | str | int] = {}
     # the pattern groups whose hits detect() reads; None: always run.  With a tuple, the
     # registry skips the detector when none of them matched and no leaf has a key it wants.
@@ -129,18 +130,35 @@ class Base:
         title: str = "",
         scope: str = "endpoint",
     ) -> Finding:
-        return Finding(
-            detector=self.name,
-            kind=kind,
-            severity=severity or self.severity,
-            confidence=confidence,
-            category=category if category is not None else self.category,
-            location=location,
-            evidence=evidence[:300],
-            value_hash=ctx.hash(value) if value else None,
-            title=title,
-            scope=scope,
-        )
+        # the same finding again (a repeated body, header or token): one dict lookup (a Finding
+        # is immutable; the key holds the hasher, whose key makes the value hash)
+        key = (self.name, location, kind, evidence, value, severity, confidence, category, title, scope,
+               getattr(ctx, "hash", None))
+        try:
+            got = _FINDINGS.get(key)
+        except TypeError:  # an unhashable value: not remembered
+            got = key = None
+        if got is None:
+            got = Finding(
+                detector=self.name,
+                kind=kind,
+                severity=severity or self.severity,
+                confidence=confidence,
+                category=category if category is not None else self.category,
+                location=location,
+                evidence=evidence[:300],
+                value_hash=ctx.hash(value) if value else None,
+                title=title,
+                scope=scope,
+            )
+            if key is not None and len(evidence) + len(value or "") <= 1024:
+                if len(_FINDINGS) >= 20_000:
+                    _FINDINGS.clear()
+                _FINDINGS[key] = got
+        return got
+
+
+_FINDINGS: dict[tuple, Finding] = {}  # Base.finding's memo
 
 
 _WORDS = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")

@@ -330,9 +330,11 @@ class Context:
                 self._walk_body(side, body, ctype, truncated)
                 lits = self._debug_literals
                 values = _NUL_SEP.join(c[_VAL] for c in self._cand)
-                # [candidates, text view, docs page, debug marker, {status >= 400: matches}]
+                # [candidates, text view, docs page, debug marker, {status >= 400: matches},
+                #  {status >= 400: locations of error group matches},
+                #  {(status >= 400, error transaction): (leaves, hits, wanted)}]
                 got = [self._cand, self.body_text.get(side), self.docs_page,
-                       lits is None or any(lit in values for lit in lits), {}]
+                       lits is None or any(lit in values for lit in lits), {}, {}, {}]
             finally:
                 self._cand, self.docs_page = outer, docs
             memo.put(key, len(body), got)
@@ -555,41 +557,86 @@ class Context:
         transaction (prefilters on all its text)."""
         cands = self._cand
         segs = self._segs
-        if segs and (self.status >= 400 or not self._debug_marks(scanner)):
-            # bodies seen before: their matches are remembered (a value's matches do not depend
-            # on the other values, only on the status class and, below 400, on a debug page
-            # marker anywhere in the transaction, which is not there)
-            flag = self.status >= 400
-            found = [None] * len(cands)
-            rest: list[int] = []
-            pos = 0
-            for start, end, entry in segs:
-                rest.extend(range(pos, start))
-                got = entry[4].get(flag)
-                if got is None:
-                    got = entry[4][flag] = self._matches(entry[0], scanner)
-                found[start:end] = got[: end - start]
-                pos = end
-            rest.extend(range(pos, len(cands)))
-            if rest:
-                for i, got in zip(rest, self._matches([cands[i] for i in rest], scanner)):
-                    found[i] = got
-        else:
+        flag = self.status >= 400
+        if not segs or not (flag or not self._debug_marks(scanner)):
             found = self._matches(cands, scanner)
-        # which candidates become leaves
-        error = self.status >= 400
+            error = flag
+            trace_locs: set[str] = set()
+            for i, got in enumerate(found):
+                if got:
+                    for g, _s, _e in got:
+                        if g in ERROR_GROUPS:
+                            error = True
+                            trace_locs.add(cands[i][_LOC])
+            self._leaves_of(cands, found, error, trace_locs, self.leaves, self._hits, self.wanted)
+            self._cand = []
+            return
+        # bodies seen before: their matches are remembered (a value's matches do not depend on
+        # the other values, only on the status class and, below 400, on a debug page marker
+        # anywhere in the transaction, which is not there); so are the leaves and hits they give
+        # (for the status class and whether the transaction is an error one: the other values'
+        # locations are never a body's, so no other value changes which of a body's become leaves)
+        rest: list[int] = []
+        pos = 0
+        parts = []  # (start, end, entry, matches, error groups' locations)
+        for start, end, entry in segs:
+            rest.extend(range(pos, start))
+            got = entry[4].get(flag)
+            if got is None:
+                got = entry[4][flag] = self._matches(entry[0], scanner)
+            locs = entry[5].get(flag)
+            if locs is None:
+                locs = entry[5][flag] = _trace_locs(entry[0], got)
+            if end - start < len(got):  # cut by MAX_LEAVES
+                got = got[: end - start]
+                locs = _trace_locs(cands[start:end], got)
+            parts.append((start, end, entry, got, locs))
+            pos = end
+        rest.extend(range(pos, len(cands)))
+        found = [None] * len(cands)
+        error = flag
         trace_locs = set()
-        for i, got in enumerate(found):
-            if got:
-                for g, _s, _e in got:
-                    if g in ERROR_GROUPS:
-                        error = True
-                        trace_locs.add(cands[i][_LOC])
-        hits = self._hits
-        leaves = self.leaves
-        wanted = self.wanted
-        for i, c in enumerate(cands):
-            got = found[i]
+        if rest:
+            for i, got in zip(rest, self._matches([cands[i] for i in rest], scanner)):
+                found[i] = got
+                if got:
+                    for g, _s, _e in got:
+                        if g in ERROR_GROUPS:
+                            error = True
+                            trace_locs.add(cands[i][_LOC])
+        if not error:
+            error = any(p[4] for p in parts)
+        leaves, hits, wanted = self.leaves, self._hits, self.wanted
+        pos = 0
+        for start, end, entry, got, locs in parts:
+            if pos < start:
+                self._leaves_of(cands[pos:start], found[pos:start], error, trace_locs, leaves, hits, wanted)
+            if end - start == len(entry[0]):
+                built = entry[6].get((flag, error))
+                if built is None:
+                    built = entry[6][(flag, error)] = ([], {}, set())
+                    self._leaves_of(entry[0], got, error, locs, *built)
+                leaves.extend(built[0])
+                for g, lst in built[1].items():
+                    have = hits.get(g)
+                    if have is None:
+                        hits[g] = list(lst)
+                    else:
+                        have.extend(lst)
+                wanted.update(built[2])
+            else:
+                self._leaves_of(cands[start:end], got, error, locs, leaves, hits, wanted)
+            pos = end
+        if pos < len(cands):
+            self._leaves_of(cands[pos:], found[pos:], error, trace_locs, leaves, hits, wanted)
+        self._cand = []
+
+    @staticmethod
+    def _leaves_of(cands: list, found: list, error: bool, trace_locs: set[str], leaves: list[Leaf],
+                   hits: dict[str, list[Hit]], wanted: set[str]) -> None:
+        """The candidates that become leaves (a match, a key a detector reads, a trace's
+        location, a path in an error response), their hits and the detectors they are for."""
+        for c, got in zip(cands, found):
             if not (got or c[_KEEP] or c[_WANTED] or c[_LOC] in trace_locs):
                 if not (
                     error
@@ -616,7 +663,6 @@ class Context:
                         hits[g] = [hit]
                     else:
                         lst.append(hit)
-        self._cand = []
 
     def _matches(self, cands: list, scanner: Scanner) -> list:
         """The (group, start, end) matches of each candidate value."""
@@ -644,11 +690,14 @@ class Context:
         if any(entry[3] for _, _, entry in self._segs):
             return True
         cands = self._cand
-        inside = set()
+        values = []
+        pos = 0
         for start, end, _ in self._segs:
-            inside.update(range(start, end))
-        text = _NUL_SEP.join(c[_VAL] for i, c in enumerate(cands) if i not in inside)
-        return any(lit in text for lit in lits)
+            values.extend([c[_VAL] for c in cands[pos:start]])
+            pos = end
+        values.extend([c[_VAL] for c in cands[pos:]])
+        # a value holds one of the literals iff it is marked for their group (remembered per value)
+        return any(m is not None and "dbg" in m for m in scanner._value_marks(values))
 
     def hits(self, group: str) -> list[Hit]:
         return self._hits.get(group) or []
@@ -666,6 +715,17 @@ class Context:
 
 
 _JPATHS: dict[tuple[str, str], str] = {}
+
+
+def _trace_locs(cands: list, found: list) -> set[str]:
+    """Locations of the candidates with a match of an error group (a stack trace, SQL...)."""
+    out = set()
+    for c, got in zip(cands, found):
+        if got:
+            for g, _s, _e in got:
+                if g in ERROR_GROUPS:
+                    out.add(c[_LOC])
+    return out
 
 
 def _jpath(path: str, key: str) -> str:

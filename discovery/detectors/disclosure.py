@@ -60,7 +60,7 @@ class InternalIP(Base):
     category = API8
     severity = "low"
     needs = {"ipv6": r"[fF][cdeCDE][0-9a-fA-F]{1,2}:"}
-    necessary = {"ipv4": 4, "ipv6": needs["ipv6"]}
+    necessary = {"ipv4": (4, r"\d\.\d{1,3}\.\d{1,3}\.\d"), "ipv6": needs["ipv6"]}  # ipv4: 4 digits, dots
     reads = ("ipv4", "ipv6")
     patterns = {
         "ipv4": r"(?<![\w.-])(?<![\w.-]/)(?:25[0-5]|2[0-4]\d|1?\d?\d)(?:\.(?:25[0-5]|2[0-4]\d|1?\d?\d)){3}"

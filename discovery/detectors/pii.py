@@ -97,6 +97,16 @@ EMAIL_TLD_NOT = frozenset(
 )
 
 
+_HIT_MEMO: dict[tuple, Finding | None] = {}  # (detector, hit text, leaf place, hasher) -> finding
+_MISS = object()
+
+
+def _remember(key: tuple, got: Finding | None) -> None:
+    if len(_HIT_MEMO) >= 20_000:
+        _HIT_MEMO.clear()
+    _HIT_MEMO[key] = got
+
+
 def _sev(leaf: Leaf, high: str) -> tuple[str, str | None]:
     return (high, API3) if leaf.side == "response" else ("low", API8)
 
@@ -112,22 +122,30 @@ class Email(Base):
     }
 
     def detect(self, ctx) -> Iterator[Finding]:
+        # what a hit gives depends on its text and leaf only: remembered (repeated bodies)
+        memo = _HIT_MEMO
+        hasher = getattr(ctx, "hash", None)
         for h in ctx.hits("email"):
-            tld = h.text.rsplit(".", 1)[-1].lower()
-            local = h.text.split("@", 1)[0].lower()
-            if (
-                tld in EMAIL_TLD_NOT
-                or ".." in h.text
-                or local in ROLE_ACCOUNTS
-                or _LIST_ADDRESS.search(local)
-            ):
-                continue  # file names (logo@2x.png) and role accounts (support@) are not personal data
-            if h.leaf.part == "path" and h.text.split("@")[0].isdigit():
-                continue
-            sev, cat = _sev(h.leaf, "medium")
-            yield self.finding(
-                ctx, h.leaf.location, "email", mask_email(h.text), h.text.lower(), severity=sev, category=cat
-            )
+            leaf = h.leaf
+            key = (self.name, h.text, leaf.location, leaf.part, leaf.side, hasher)
+            got = memo.get(key, _MISS)
+            if got is _MISS:
+                got = self._judge(ctx, h)
+                _remember(key, got)
+            if got is not None:
+                yield got
+
+    def _judge(self, ctx, h) -> Finding | None:
+        tld = h.text.rsplit(".", 1)[-1].lower()
+        local = h.text.split("@", 1)[0].lower()
+        if tld in EMAIL_TLD_NOT or ".." in h.text or local in ROLE_ACCOUNTS or _LIST_ADDRESS.search(local):
+            return None  # file names (logo@2x.png) and role accounts (support@) are not personal data
+        if h.leaf.part == "path" and h.text.split("@")[0].isdigit():
+            return None
+        sev, cat = _sev(h.leaf, "medium")
+        return self.finding(
+            ctx, h.leaf.location, "email", mask_email(h.text), h.text.lower(), severity=sev, category=cat
+        )
 
 
 # ---- phone ---------------------------------------------------------------------------------
@@ -194,7 +212,9 @@ def parse_phone(value: str, strict: bool):
 
 class Phone(Base):
     name = "pii.phone"
-    necessary = {"phone": 6}  # digits: (2-4) (2-4) (2-5), or +8..15
+    # digits: (2-4) (2-4) (2-5), or +8..15; and the groups' shape: "1 23 45", "(12) 34 56" or
+    # "+12345678"
+    necessary = {"phone": (6, r"\d[ .-]\d{2,4}[ .-]\d\d|\)[ .-]?\d{2,4}[ .-]\d\d|\+\d{8}")}
     reads = ("phone",)
     patterns = {
         "phone": r"(?<![\w+.-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?|\d{2,4}[ .-])\d{2,4}[ .-]\d{2,5}"
@@ -274,6 +294,9 @@ def ssn_valid(digits: str) -> bool:
     return f"{area}-{group}-{serial}" not in _SSN_BLACKLIST
 
 
+_SSN_KEYED: dict[tuple, bool] = {}  # (key, words) -> _ssn_key
+
+
 def _ssn_key(leaf: Leaf) -> bool:
     return leaf.key in SSN_KEYS or (
         "ssn" in leaf.words and not {"last", "last4", "4", "masked"} & set(leaf.words)
@@ -283,7 +306,7 @@ def _ssn_key(leaf: Leaf) -> bool:
 class SSN(Base):
     name = "pii.ssn"
     patterns = {"ssn": r"(?<![\w-])\d{3}-\d{2}-\d{4}(?![\w-])"}
-    necessary = {"ssn": 9}
+    necessary = {"ssn": (9, r"\d\d\d-\d\d-\d\d\d\d")}
     reads = ("ssn",)
 
     @staticmethod
@@ -292,19 +315,42 @@ class SSN(Base):
 
     def detect(self, ctx) -> Iterator[Finding]:
         seen = set()
+        keyed = _SSN_KEYED
+        memo = _HIT_MEMO
+        hasher = getattr(ctx, "hash", None)
         for leaf in ctx.leaves:
-            if leaf.key and _ssn_key(leaf) and leaf.part in ("body", "query"):
-                digits = leaf.value.replace(" ", "").replace("-", "")
-                if len(digits) == 9 and ssn_valid(digits):
-                    seen.add(leaf.location)
-                    yield self._make(ctx, leaf, digits, "high")
+            if leaf.key:
+                k = (leaf.key, leaf.words)
+                is_ssn = keyed.get(k)
+                if is_ssn is None:
+                    if len(keyed) >= 20_000:
+                        keyed.clear()
+                    is_ssn = keyed[k] = _ssn_key(leaf)
+                if is_ssn and leaf.part in ("body", "query"):
+                    key = (self.name, None, leaf.value, leaf.location, leaf.side, hasher)
+                    got = memo.get(key, _MISS)
+                    if got is _MISS:
+                        digits = leaf.value.replace(" ", "").replace("-", "")
+                        ok = len(digits) == 9 and ssn_valid(digits)
+                        got = self._make(ctx, leaf, digits, "high") if ok else None
+                        _remember(key, got)
+                    if got is not None:
+                        seen.add(leaf.location)
+                        yield got
         for h in ctx.hits("ssn"):
-            if h.leaf.location in seen or h.leaf.part in ("path", "header", "cookie"):
+            leaf = h.leaf
+            if leaf.location in seen or leaf.part in ("path", "header", "cookie"):
                 continue
-            digits = h.text.replace("-", "")
-            if ssn_valid(digits):
-                seen.add(h.leaf.location)
-                yield self._make(ctx, h.leaf, digits, "medium")
+            # what a valid hit gives depends on its text and leaf only: remembered
+            key = (self.name, h.text, leaf.location, leaf.part, leaf.side, hasher)
+            got = memo.get(key, _MISS)
+            if got is _MISS:
+                digits = h.text.replace("-", "")
+                got = self._make(ctx, leaf, digits, "medium") if ssn_valid(digits) else None
+                _remember(key, got)
+            if got is not None:
+                seen.add(leaf.location)
+                yield got
 
     def _make(self, ctx, leaf: Leaf, digits: str, confidence: str) -> Finding:
         sev, cat = _sev(leaf, "high")
@@ -440,7 +486,7 @@ def _card_key(leaf: Leaf) -> bool:
 
 class Card(Base):
     name = "pii.card"
-    necessary = {"card": 12}
+    necessary = {"card": (12, r"\d(?:[ -]?\d){11}")}  # 12 digits, at most one separator apart
     reads = ("card",)
     patterns = {"card": r"(?<![\w.,$€£-])\d(?:[ -]?\d){11,18}(?![\w]|[.,]\d|-\d)"}
 
@@ -601,7 +647,10 @@ _BY_KIND = {kind: mod for kind, mod in VALIDATORS.values()}
 class NationalId(Base):
     name = "pii.national_id"
     severity = "high"
-    necessary = {"natid": 7}  # digits: codice fiscale 7, DNI 7, CPF 11, HETU 9, personnummer 10
+    # digits: codice fiscale 7, DNI 7, CPF 11, HETU 9, personnummer 10; and a piece of each
+    # format: CPF "123.456.7", codice fiscale "A12B", HETU/personnummer "123456-" (or "A"),
+    # DNI "1234567Z"
+    necessary = {"natid": (7, r"[A-Z]\d\d[A-Z]|\d(?:\d\d\.\d{3}\.\d|\d{5}[-+A]|\d{6}-?[A-Z])")}
     reads = ("natid",)
     patterns = {
         "natid": r"\b\d{3}\.\d{3}\.\d{3}-\d{2}\b"  # br cpf

@@ -141,7 +141,10 @@ class CredentialsInURL(Base):
 
     def detect(self, ctx) -> Iterator[Finding]:
         seen = set()
-        for leaf in ctx.leaves:
+        uri = ctx.tx.uri or ""
+        # query leaves come from a "?", a session id in the path needs a ";" (maybe escaped)
+        plain = "?" not in uri and ";" not in uri and "%" not in uri
+        for leaf in () if plain else ctx.leaves:
             if leaf.part != "query" or not leaf.value:
                 continue
             n = _norm(leaf.raw_name)
@@ -166,7 +169,7 @@ class CredentialsInURL(Base):
                     continue
                 seen.add(leaf.location)
                 yield self.finding(ctx, leaf.location, group, mask_secret(h.text), h.text)
-        for leaf in ctx.leaves:
+        for leaf in () if plain else ctx.leaves:
             if leaf.part == "path" and leaf.location not in seen:
                 m = _JSESSION.search(leaf.value)
                 if m:
@@ -205,7 +208,7 @@ class UnauthenticatedSensitive(Base):
     severity = "high"
 
     def detect(self, ctx) -> Iterator[Finding]:
-        if ctx.tx.method is None or not (200 <= ctx.status < 300):
+        if ctx.tx.method is None or not (200 <= ctx.status < 300) or not ctx.findings or _authenticated(ctx):
             return
         data = [
             f
@@ -214,7 +217,7 @@ class UnauthenticatedSensitive(Base):
             and f.detector.startswith(DATA_DETECTORS)
             and (":$" in f.location or f.detector not in WEAK_IN_PAGES)
         ]
-        if not data or _authenticated(ctx):
+        if not data:
             return
         top = max(data, key=lambda f: SEVERITY_RANK[f.severity])
         kinds = sorted({f.detector.split(".", 1)[1] for f in data})

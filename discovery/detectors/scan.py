@@ -18,14 +18,17 @@ that cannot match:
   prefilter passes go into the alternation (cached per set of groups);
 - per value (:meth:`Scanner.scan_many`), a *necessary condition* (``necessary``): something
   every match of the group contains — literals, a small regex, or a minimum number of ASCII
-  digits (a card number has 12, an SSN 9, a phone number 6).  The values are joined and the
+  digits (a card number has 12, an SSN 9, a phone number 6), possibly with a small regex of
+  the format's shape (an SSN: 9 digits and ``123-45-6789``).  The values are joined and the
   conditions are tested on the joined text with C-level calls (``str.find``, ``translate``,
   ``split``); a value that meets no condition of any selected group cannot produce a match
   and is not scanned at all; a value that meets some is scanned with the alternation of the
   selected groups it may match (plus the eaters), which yields exactly the matches the full
   alternation would.  A value that an eater consumes whole (an ISO timestamp, a UUID) has no
   matches.  Results are memoised per (value, groups) in a bounded dict: header values,
-  enum-like JSON values and repeated strings cost a dict lookup.
+  enum-like JSON values and repeated strings cost a dict lookup; so are the conditions a
+  value meets, by its shape (ASCII digits as ``0``, when no condition tells digits apart):
+  ids in paths and tokens that differ only in their digits cost a lookup too.
 
 google-re2 was measured and not used: it has no look-around, which the patterns need for
 their boundaries (see docs/findings.md).
@@ -49,6 +52,8 @@ ERROR_ONLY = frozenset({"banner"})
 Need = "tuple[str, ...] | str | None"
 
 CACHE_SIZE = 20_000  # memoised (value, groups) -> matches; cleared when full
+MEMO_MAX_LEN = 1024  # longer values are not memoised by their marks (see Scanner._value_marks)
+_UNKNOWN = object()
 # characters from most to least frequent in API text (JSON keys and values, headers): a
 # literal is looked for only when its rarest character is there (a one-character ``in`` is
 # a memchr; a longer needle costs about a nanosecond per byte of text)
@@ -67,8 +72,10 @@ def _by_anchor(lits) -> tuple[tuple[str, tuple[str, ...]], ...]:
 
 
 _NUL = "\x00"
-# keep ASCII digits and the NUL separator, drop every other ASCII character
-_KEEP_DIGITS = str.maketrans({chr(c): None for c in range(128) if not (48 <= c <= 57 or c == 0)})
+# to keep ASCII digits and the NUL separator of ASCII text (as bytes: bytes.translate deletes
+# in C, several times faster than str.translate)
+_NON_DIGITS = bytes(c for c in range(256) if not (48 <= c <= 57 or c == 0))
+_ZERO_DIGITS = bytes.maketrans(b"123456789", b"000000000")
 
 
 class Scanner:
@@ -105,10 +112,16 @@ class Scanner:
         self.value_lits: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
         self.value_rx: dict[str, re.Pattern] = {}
         self.value_digits: dict[str, int] = {}
+        # a minimum of digits may come with a regex every match also has a match of:
+        # (digits, regex), e.g. a phone number's separator or ``+``
+        self.value_also: dict[str, re.Pattern] = {}
         for name, cond in (necessary or {}).items():
             if name not in self.groups or name[0] == "_":
                 continue
-            if isinstance(cond, int):
+            if isinstance(cond, tuple) and cond and isinstance(cond[0], int):
+                self.value_digits[name] = cond[0]
+                self.value_also[name] = re.compile(cond[1])
+            elif isinstance(cond, int):
                 self.value_digits[name] = cond
             elif isinstance(cond, str):
                 self.value_rx[name] = re.compile(cond)
@@ -122,7 +135,8 @@ class Scanner:
         self._cache: dict[tuple[str, ...], re.Pattern] = {}
         self._memo: dict[tuple[str, tuple[str, ...]], list[tuple[str, int, int]]] = {}
         self._order = {n: i for i, n in enumerate(self.groups)}
-        self._tiers: dict[tuple, list[frozenset[str]]] = {}
+        self._plans: dict[tuple, tuple] = {}
+        self._marks_memo: dict[str, frozenset[str] | None] = {}
         # for scan_values: the non-eater groups, and how each one's prefilter is decided
         self._candidates = tuple(n for n in self.groups if n[0] != "_")
         self._need_lits: dict[str, tuple[str, ...]] = {n: () for n in self.groups}
@@ -151,6 +165,14 @@ class Scanner:
             for n, rx in self.value_rx.items()
             if n in self._need_rx and rx.pattern == self._need_rx[n].pattern
         }
+        # whether no necessary condition tells one ASCII digit from another (no digit in a
+        # literal, none in a regex outside "0-9" and counts {m,n}): then a value's marks are
+        # those of the value with its digits replaced by "0" (see _value_marks)
+        pats = [rx.pattern for rx in (*self.value_rx.values(), *self.value_also.values())]
+        lits = [x for exact, folded in self.value_lits.values() for x in (*exact, *folded)]
+        self._digit_blind = not any(
+            re.search(r"[0-9]", re.sub(r"\{\d+(?:,\d*)?\}|0-9", "", p)) for p in pats
+        ) and not any(re.search(r"[0-9]", x) for x in lits)
         # a value holding one of these lets the error-only groups run below status 400 (see
         # scan_values): the debug page group's literals, when they decide it alone
         dbg = self.value_lits.get("dbg")
@@ -197,9 +219,35 @@ class Scanner:
         key = (text, only)
         got = self._memo.get(key)
         if got is None:
-            got = list(self.finditer(text, 0, only))
+            # a group whose necessary condition the text does not meet cannot match in it
+            may = tuple(g for g in only if self._may_match(text, g))
+            got = list(self.finditer(text, 0, may)) if may else []
             self._remember(key, got)
         return got
+
+    def _may_match(self, v: str, g: str) -> bool:
+        """Does ``v`` meet the necessary condition of group ``g`` (as ``_marks`` tests it)?"""
+        lits = self.value_lits.get(g)
+        if lits is not None:
+            exact, folded = lits
+            if any(x in v for x in exact):
+                return True
+            if folded:
+                if not v.isascii():
+                    return True
+                lowered = v.lower()
+                return any(f in lowered for f in folded)
+            return False
+        rx = self.value_rx.get(g)
+        if rx is not None:
+            return rx.search(v) is not None
+        least = self.value_digits.get(g)
+        if least is not None:
+            if v.isascii() and _NUL not in v and len(v.encode().translate(None, _NON_DIGITS)) < least:
+                return False
+            also = self.value_also.get(g)
+            return also is None or also.search(v) is not None
+        return True
 
     def _remember(self, key, got) -> None:
         if len(self._memo) >= CACHE_SIZE:
@@ -226,7 +274,7 @@ class Scanner:
         if not values:
             return []
         text = _NUL.join(values) if len(values) > 1 else values[0]
-        marks = self._marks(values, text, self._candidates)
+        marks = self._value_marks(values)
         present = set()
         for m in marks:
             if m is not None:
@@ -248,13 +296,80 @@ class Scanner:
         if chosen != present:
             for i, m in enumerate(marks):
                 if m is not None:
-                    m &= chosen
-                    if not m:
-                        marks[i] = None
+                    marks[i] = (m & chosen) or None
         eaters = tuple(
             n for n in self.eaters if n in self.always or any(x in text for x in self._need_lits[n])
         )
         return self._run(values, marks, eaters, chosen)
+
+    def _value_marks(self, values: list[str]) -> list[frozenset[str] | None]:
+        """``_marks`` of every candidate group for each value: what a value may match depends on
+        the value alone, so it is remembered per (short) value; the others are marked together."""
+        memo = self._marks_memo
+        get = memo.get
+        blind = self._digit_blind
+        out: list = []
+        miss: list[tuple[int, str]] = []
+        for v in values:
+            m = get(v, _UNKNOWN)
+            if m is _UNKNOWN:
+                # the conditions do not tell ASCII digits apart: "/users/1234" is marked as
+                # "/users/0000" (ids, tokens and timestamps in a value cost a lookup)
+                k = v.encode().translate(_ZERO_DIGITS).decode() if blind and v.isascii() else v
+                if k is not v:
+                    m = get(k, _UNKNOWN)
+                if m is _UNKNOWN:
+                    miss.append((len(out), k))
+            out.append(m)
+        if miss:
+            sub = [values[j] for j, _ in miss] if len(miss) < len(values) else values
+            got = self._marks(sub, _NUL.join(sub) if len(sub) > 1 else sub[0], self._candidates)
+            if len(memo) >= CACHE_SIZE:
+                memo.clear()
+            for (j, k), m in zip(miss, got):
+                m = frozenset(m) if m else None
+                out[j] = m
+                if len(k) <= MEMO_MAX_LEN:
+                    memo[k] = m
+        return out
+
+    def _plan(self, groups) -> tuple:
+        """How ``_marks`` tests the necessary conditions of ``groups`` (cached per group set):
+        literal anchors (rarest character -> literals and their groups), folded literals,
+        regexes, groups without a condition, and the digit tiers."""
+        key = tuple(groups)
+        plan = self._plans.get(key)
+        if plan is not None:
+            return plan
+        wanted = set(groups)
+        anchors: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
+        for c, lits in self._anchors:
+            for lit in lits:
+                owners = tuple(g for g in self._lit_owners[lit] if g in wanted)
+                if owners:
+                    anchors.setdefault(c, []).append((lit, owners))
+        folded, rxs, unconditioned, digit_groups = [], [], [], []
+        for g in groups:
+            if g in self.value_digits:
+                digit_groups.append((g, self.value_digits[g]))
+            elif g in self.value_lits:
+                if self.value_lits[g][1]:
+                    folded.append((g, self.value_lits[g][1]))
+            elif g in self.value_rx:
+                rxs.append((g, self.value_rx[g]))
+            else:
+                unconditioned.append(g)
+        digits = None
+        if digit_groups:
+            least = min(d for _, d in digit_groups)
+            most = max(d for _, d in digit_groups)
+            # tier[c]: the digit groups a value with c digits may match; also[c]: those of them
+            # with a further condition (a regex)
+            tier = [frozenset(g for g, d in digit_groups if c >= d) for c in range(most + 1)]
+            also = [frozenset(g for g in t if g in self.value_also) for t in tier]
+            digits = (least, most, tier, also)
+        plan = self._plans[key] = (anchors, frozenset(anchors), folded, rxs, unconditioned, digits)
+        return plan
 
     def _marks(self, values: list[str], text: str, groups) -> list[set[str] | None]:
         """Per value, the groups among ``groups`` whose necessary condition it meets (None: none)."""
@@ -268,7 +383,7 @@ class Scanner:
                 pos += len(v) + 1
         else:
             starts = [0]
-        ascii_text = text.isascii()
+        anchors, anchor_chars, folded, rxs, unconditioned, digits = self._plan(groups)
 
         def mark(i: int, g: str) -> None:
             m = marks[i]
@@ -283,68 +398,65 @@ class Scanner:
             mark(i, g)
             return starts[i + 1] if i + 1 < n else len(text)
 
-        lowered = None
-        digit_groups = []
-        wanted = set(groups)
-        for c, lits in self._anchors:
-            if c in text:
-                for lit in lits:
-                    if lit in text:
-                        for g in self._lit_owners[lit]:
-                            if g in wanted:
-                                i = text.find(lit)
-                                while i >= 0:
-                                    i = text.find(lit, mark_from(i, g))
-        for g in groups:
-            if g in self.value_digits:
-                digit_groups.append((g, self.value_digits[g]))
-            elif g in self.value_lits:
-                folded = self.value_lits[g][1]
-                if folded:
-                    if not ascii_text:  # lower() may change lengths: every non-ASCII value may match
-                        for j, v in enumerate(values):
-                            if not v.isascii() or any(f in v.lower() for f in folded):
-                                mark(j, g)
-                        continue
-                    if lowered is None:
-                        lowered = text.lower()
-                    for lit in folded:
-                        i = lowered.find(lit)
+        # the anchors in the text: one C pass over a short text, else one memchr per anchor
+        present = anchor_chars.intersection(text) if len(text) < 4096 else [c for c in anchors if c in text]
+        for c in present:
+            for lit, owners in anchors[c]:
+                if lit in text:
+                    for g in owners:
+                        i = text.find(lit)
                         while i >= 0:
-                            i = lowered.find(lit, mark_from(i, g))
-            elif g in self.value_rx:
-                rx = self.value_rx[g]
-                m = rx.search(text)
-                while m:
-                    nxt = mark_from(m.start(), g)
-                    m = rx.search(text, nxt) if nxt < len(text) else None
-            else:  # no necessary condition known: scan every value
-                for j in range(n):
-                    mark(j, g)
-        if digit_groups:
-            least = min(d for _, d in digit_groups)
-            most = max(d for _, d in digit_groups)
-            # tier[c]: the digit groups a value with c digits may match
-            tkey = tuple(digit_groups)
-            tier = self._tiers.get(tkey)
-            if tier is None:
-                tier = self._tiers[tkey] = [
-                    frozenset(g for g, d in digit_groups if c >= d) for c in range(most + 1)
-                ]
-            if ascii_text and text.count(_NUL) == n - 1:  # (a NUL inside a value: count per value)
-                counts = list(map(len, text.translate(_KEEP_DIGITS).split(_NUL)))
+                            i = text.find(lit, mark_from(i, g))
+        if folded:
+            ascii_text = text.isascii()
+            lowered = text.lower() if ascii_text else None
+            for g, lits in folded:
+                if not ascii_text:  # lower() may change lengths: every non-ASCII value may match
+                    for j, v in enumerate(values):
+                        if not v.isascii() or any(f in v.lower() for f in lits):
+                            mark(j, g)
+                    continue
+                for lit in lits:
+                    i = lowered.find(lit)
+                    while i >= 0:
+                        i = lowered.find(lit, mark_from(i, g))
+        for g, rx in rxs:
+            m = rx.search(text)
+            while m:
+                nxt = mark_from(m.start(), g)
+                m = rx.search(text, nxt) if nxt < len(text) else None
+        for g in unconditioned:  # no necessary condition known: scan every value
+            for j in range(n):
+                mark(j, g)
+        if digits is not None:
+            least, most, tier, also = digits
+            if n == 1:
+                v = values[0]
+                ok = v.isascii() and _NUL not in v
+                counts = [len(v.encode().translate(None, _NON_DIGITS)) if ok else most]
+            elif text.isascii() and text.count(_NUL) == n - 1:  # (a NUL inside a value: per value)
+                counts = list(map(len, text.encode().translate(None, _NON_DIGITS).split(b"\x00")))
             else:  # a non-ASCII value (\d is Unicode) or a NUL inside a value: count per value
                 counts = [
-                    len(v.translate(_KEEP_DIGITS)) if v.isascii() and _NUL not in v else most for v in values
+                    len(v.encode().translate(None, _NON_DIGITS)) if v.isascii() and _NUL not in v else most
+                    for v in values
                 ]
+            value_also = self.value_also
             for j, c in enumerate(counts):
                 if c >= least:
-                    t = tier[c if c < most else most]
+                    if c > most:
+                        c = most
+                    t = tier[c]
+                    if also[c]:  # groups with a further condition: tested on this value
+                        v = values[j]
+                        t = [g for g in t if g not in value_also or value_also[g].search(v)]
+                        if not t:
+                            continue
                     m = marks[j]
                     if m is None:
                         marks[j] = set(t)
                     else:
-                        m |= t
+                        m.update(t)
         return marks
 
     def _run(

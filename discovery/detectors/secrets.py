@@ -467,7 +467,7 @@ class JWT(Base):
     name = "secrets.jwt"
     severity = "low"
     needs = {"jwt": ("eyJ",)}
-    necessary = needs
+    necessary = {"jwt": r"eyJ[A-Za-z0-9_-]{5,}\.eyJ"}  # a JSON header, then a JSON payload
     reads = ("jwt",)
     patterns = {"jwt": r"(?<![\w-])eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*"}
 
