@@ -47,11 +47,12 @@ Tables (a column is a public interface; docs/actors.md has the full list)
 --------------------------------------------------------------------------
 - ``actors(id PK, actor UNIQUE, kind, label, issuer, addresses, first_seen, last_seen, calls,
   static_calls, sessions, errors, denied, not_found, request_bytes, response_bytes, records,
-  sensitive_records, first_run_id, last_run_id, findings, severity)``
+  sensitive_records, first_run_id, last_run_id, findings, severity, run_id)``: ``run_id`` the
+  run that inserted the row (so the undo journal of ``discovery.journal`` skips it)
 - ``actor_sessions(id PK, actor_id, run_id, start, end, calls, errors, denied, not_found,
   response_bytes, first_tx_id, last_tx_id, findings, severity)``
 - ``actor_endpoints(id PK, actor_id, service, method, path, endpoint_id, ...counters...,
-  object_hashes, username_hashes)``, UNIQUE (actor_id, service, method, path): ``path`` is the
+  object_hashes, username_hashes, ..., run_id)``, UNIQUE (actor_id, service, method, path): ``path`` is the
   inventory's skeleton of the path (``/api/users/{int}``), or ``*`` for paths never answered
   as existing (a scanner's 404s); ``endpoint_id`` the inventory's endpoint.
 - ``actor_calls(id PK, tx_id, run_id, ts, actor_id, session_id, actor_endpoint_id, method,
@@ -70,13 +71,15 @@ import binascii
 import hashlib
 import json
 import re
+import socket
 from array import array
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import parse_qsl
 
 from .auth import APIKEY_COOKIE, APIKEY_HEADERS, APIKEY_QUERY, SESSION_COOKIE
 from .service import service_name
-from .templating import Skeletonizer, static_kind
+from .templating import INT, MAX_SEGMENTS, Skeletonizer, split_path, static_kind
 
 SET_CAP = 1024  # hashes kept per sketch (distinct ids, unknown paths, user names)
 MAX_ADDRESSES = 16
@@ -97,8 +100,10 @@ LOGIN_PATH = re.compile(
     re.IGNORECASE,
 )
 _PASSWORD_KEY = re.compile(rb"(?i)[\"']?(?:pass(?:word|wd)?|pwd)[\"']?\s*[:=]")
-_FAIL_TEXT = re.compile(
-    rb"(?i)invalid|incorrect|wrong|fail|denied|not correct|unauthori[sz]ed|bad credentials"
+# a failure message, in the lower-cased head of a login's answer (ASCII, as a bytes regex's (?i))
+_FAIL_WORDS = (
+    b"invalid", b"incorrect", b"wrong", b"fail", b"denied", b"not correct", b"unauthorised",
+    b"unauthorized", b"bad credentials",
 )
 _JWT_TEXT = re.compile(rb"eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 _TOKEN_KEY = re.compile(
@@ -187,7 +192,8 @@ class Identifier:
     def __init__(self, hasher, redactor=None):
         self.hasher = hasher
         self.redactor = redactor
-        self.cache: dict[tuple[str, str], Identity | None] = {}
+        self.cache: dict[str, dict[str, Identity | None]] = {}  # kind -> value -> identity
+        self.cached = 0
         self.jwt_cache: dict[tuple[str, str], Identity | None] = {}
 
     def h(self, value: str) -> str:
@@ -219,13 +225,18 @@ class Identifier:
         return Identity("jwt:" + self.h(f"{iss}\x1f{sub}"), "jwt", label, issuer)
 
     def _cached(self, kind: str, value: str, make) -> Identity | None:
-        key = (kind, value)
-        got = self.cache.get(key, False)
+        per = self.cache.get(kind)  # (per kind, then value: no key tuple per credential)
+        got = per.get(value, False) if per is not None else False
         if got is False:
             got = make(value)
-            if len(self.cache) >= 8192:
+            if self.cached >= 8192:
                 self.cache.clear()
-            self.cache[key] = got
+                self.cached = 0
+                per = None
+            if per is None:
+                per = self.cache[kind] = {}
+            per[value] = got
+            self.cached += 1
         return got
 
     def authorization(self, value: str) -> Identity | None:
@@ -313,6 +324,13 @@ class Identifier:
                     apikey = (lk, v)
             elif lk == "cookie":
                 cookie = v if cookie is None else cookie + "; " + v
+        return self.credentials(auth, apikey, cookie, query)
+
+    def credentials(
+        self, auth: str | None, apikey: tuple[str, str] | None, cookie: str | None, query: str
+    ) -> Identity | None:
+        """:meth:`request` on the headers already picked out: the first ``Authorization``, the
+        first API-key header ``(name, value)``, the ``Cookie`` headers joined with ``"; "``."""
         if auth:
             got = self.authorization(auth)
             if got is not None:
@@ -334,8 +352,14 @@ class Identifier:
     def issued(self, tx, login: bool = True) -> Identity | None:
         """The identity a response hands out: a session cookie, or (answering a ``login``) a
         JWT or token in its body."""
+        names = _SET_COOKIE
         for k, v in tx.response_headers:
-            if k.lower() == "set-cookie":
+            is_set_cookie = names.get(k)
+            if is_set_cookie is None:
+                if len(names) >= 4096:
+                    names.clear()
+                is_set_cookie = names[k] = k.lower() == "set-cookie"
+            if is_set_cookie:
                 got = self.set_cookie(v)
                 if got is not None:
                     return got
@@ -356,7 +380,7 @@ class Identifier:
 _PLAIN_ADDR = re.compile(r"[0-9A-Za-z.:_-]*")
 
 
-def _json_list(values: set[str]) -> str:
+def _json_list(values: set[str] | tuple[str, ...]) -> str:
     """``json.dumps(sorted(values))``; one plain address (the usual case) without the encoder."""
     if len(values) == 1:
         (v,) = values
@@ -366,6 +390,39 @@ def _json_list(values: set[str]) -> str:
 
 
 _APIKEY_QUERY_NAMES = tuple(sorted(APIKEY_QUERY))
+
+# request header names the sink reads, by their spelling on the wire (few distinct spellings:
+# a dict lookup per header instead of lower-casing each one)
+_H_HOST, _H_AUTH, _H_COOKIE, _H_APIKEY = 1, 2, 3, 4
+_HEADER_KIND: dict[str, int] = {}
+_SET_COOKIE: dict[str, bool] = {}  # response header name -> it is Set-Cookie
+
+
+def _header_kind(name: str) -> int:
+    low = name.lower()
+    kind = (
+        _H_HOST if low == "host" else _H_AUTH if low == "authorization" else _H_COOKIE if low == "cookie"
+        else _H_APIKEY if low in APIKEY_HEADERS else 0
+    )
+    if len(_HEADER_KIND) >= 4096:
+        _HEADER_KIND.clear()
+    _HEADER_KIND[name] = kind
+    return kind
+
+
+_STATIC = 1  # _path_info: a static asset
+_EXCLUDED = 2  # ... a path the rules file excludes
+_DIGIT_SEGMENT = re.compile(r"/[0-9]{1,30}(?=/|\Z)")  # a path segment of digits only (an id)
+_INT_SEGMENT = "{" + INT + "}"
+
+
+def _may_name_id(query: str) -> bool:
+    """False when no parameter name of ``query`` can match ``_ID_PARAM`` (every such name ends
+    in ``id``, ``ids`` or ``key``, right before its ``=``): most queries, spared a parse."""
+    if "%" in query or "+" in query:
+        return True
+    low = query.lower()
+    return "id=" in low or "ids=" in low or "key=" in low
 
 
 def _may_name_apikey(query: str) -> bool:
@@ -391,32 +448,38 @@ def identify(tx, identifier: Identifier, client_ip: str, query: str = "") -> tup
 class Sketch(set):
     """In-memory distinct hashes: past 4 x SET_CAP values only the SET_CAP smallest are kept (all
     that the stored sketch keeps), and later hashes above that cut are dropped at once, so memory
-    stays bounded and the KMV estimate is unchanged."""
+    stays bounded and the KMV estimate is unchanged.  (No ``__init__``: a new sketch is a plain
+    set's construction; ``cut`` becomes an instance attribute at the first compaction.)"""
 
-    __slots__ = ("cut",)
-
-    def __init__(self):
-        super().__init__()
-        self.cut = 1 << 32
+    cut = 1 << 32
 
     def add_hash(self, h: int) -> None:
         if h >= self.cut:
             return
         self.add(h)
         if len(self) >= 4 * SET_CAP:
-            kept = sorted(self)[:SET_CAP]
-            self.clear()
-            self.update(kept)
-            self.cut = kept[-1] + 1
+            self.compact()
+
+    def compact(self) -> None:
+        kept = sorted(self)[:SET_CAP]
+        self.clear()
+        self.update(kept)
+        self.cut = kept[-1] + 1
 
 
-def sketch_merge(blob: bytes | None, new: set[int]) -> tuple[bytes, int]:
+def sketch_merge(blob: bytes | None, new: Iterable[int]) -> tuple[bytes, int]:
     """Merge new 32-bit hashes into a stored sketch (the SET_CAP smallest); (blob, distinct)."""
+    if not blob:  # nothing stored (a new aggregate): the new hashes alone
+        if not new:
+            return b"", 0
+        kept = sorted(new if isinstance(new, (set, frozenset)) else set(new))
+        if len(kept) > SET_CAP:
+            del kept[SET_CAP:]
+        return array("I", kept).tobytes(), sketch_count(kept)
     vals = set(new)
-    if blob:
-        a = array("I")
-        a.frombytes(blob)
-        vals.update(a)
+    a = array("I")
+    a.frombytes(blob)
+    vals.update(a)
     kept = sorted(vals)[:SET_CAP]
     return array("I", kept).tobytes(), sketch_count(kept)
 
@@ -464,7 +527,11 @@ class _Session:
         self.run_id = run_id
 
 
-class _Actor:
+class _Actor(list):
+    """One actor followed in memory.  Its counters since the last flush are the list's items
+    (calls, static, errors, denied, not_found, request bytes, response bytes, records, sensitive):
+    one object, not two, for the garbage collector to count."""
+
     __slots__ = (
         "key",
         "kind",
@@ -474,7 +541,6 @@ class _Actor:
         "last",
         "session",
         "addresses",
-        "c",
         "new_sessions",
         "dirty",
         "first",
@@ -489,9 +555,8 @@ class _Actor:
         self.first = ts
         self.last = ts
         self.session: _Session | None = None
-        self.addresses: set[str] = set()
-        # calls, static, errors, denied, not_found, req bytes, resp bytes, records, sensitive
-        self.c = [0] * 9
+        list.__init__(self, _ACTOR_ZERO)
+        self.addresses: tuple[str, ...] = ()  # (a tuple of strings: the collector untracks it)
         self.new_sessions = 0
         self.dirty = True
 
@@ -516,13 +581,22 @@ _EP_FIELDS = (
 _EP_INDEX = {f: i for i, f in enumerate(_EP_FIELDS)}
 
 
-class _EpAgg:
-    __slots__ = ("c", "objects", "users", "first", "last")
+_ACTOR_ZERO = [0] * 9
+_EP_ZERO = [0] * len(_EP_FIELDS)
+
+
+class _EpAgg(list):
+    """What one actor did on one endpoint since the last flush: the counters of ``_EP_FIELDS``
+    are the list's items (one object, not two).  ``objects``: the distinct objects, None, one
+    hash (an int: most aggregates see one object) or a Sketch; ``users``: None until a login
+    names a user (most never do)."""
+
+    __slots__ = ("objects", "users", "first", "last")
 
     def __init__(self, ts: float):
-        self.c = [0] * len(_EP_FIELDS)
-        self.objects = Sketch()
-        self.users = Sketch()
+        list.__init__(self, _EP_ZERO)
+        self.objects: int | Sketch | None = None
+        self.users: Sketch | None = None
         self.first = ts
         self.last = ts
 
@@ -557,6 +631,7 @@ def ensure_schema(db) -> None:
                 "last_run_id": int,
                 "findings": str,
                 "severity": str,
+                "run_id": int,
             },
             pk="id",
             not_null={"actor"},
@@ -603,6 +678,7 @@ def ensure_schema(db) -> None:
                 "last_seen": float,
                 "first_run_id": int,
                 "last_run_id": int,
+                "run_id": int,
             }
         )
         db["actor_endpoints"].create(cols, pk="id", not_null={"actor_id", "service", "method", "path"})
@@ -664,6 +740,12 @@ def ensure_schema(db) -> None:
         db["actor_findings"].create_index(["actor_id"], if_not_exists=True)
     if "actor_settings" not in names:
         db["actor_settings"].create({"key": str, "value": str}, pk="key")
+    # run_id: the run that inserted the row (older databases lack it).  The undo journal
+    # (discovery/journal.py) skips rows that carry the writing run's run_id (a rollback deletes
+    # them by run_id), so the rows a run inserts cost no journal row each
+    for table in ("actors", "actor_endpoints"):
+        if table in names and "run_id" not in {r[1] for r in db.execute(f"pragma table_info({table})")}:
+            db.execute(f"alter table {table} add column run_id integer")
 
 
 _ACTOR_COUNTS = (
@@ -677,8 +759,8 @@ _ACTOR_COUNTS = (
 )
 _INSERT_ACTOR = (
     "insert into actors (actor, kind, label, issuer, addresses, first_seen, last_seen, calls, static_calls, "
-    f"sessions, {', '.join(_ACTOR_COUNTS)}, first_run_id, last_run_id, findings) values "
-    f"({', '.join('?' * (12 + len(_ACTOR_COUNTS)))}, '[]')"
+    f"sessions, {', '.join(_ACTOR_COUNTS)}, first_run_id, last_run_id, run_id, findings) values "
+    f"({', '.join('?' * (13 + len(_ACTOR_COUNTS)))}, '[]')"
 )
 _UPDATE_ACTOR = (
     "update actors set addresses = ?, first_seen = min(first_seen, ?), last_seen = max(last_seen, ?), "
@@ -702,8 +784,8 @@ _SELECT_EP = (
 _EP_TAIL = ("objects", "usernames", "object_hashes", "username_hashes", "first_seen", "last_seen")
 _INSERT_EP = (
     f"insert into actor_endpoints (actor_id, service, method, path, {', '.join(_EP_FIELDS)}, "
-    f"{', '.join(_EP_TAIL)}, first_run_id, last_run_id) values "
-    f"({', '.join('?' * (4 + len(_EP_FIELDS) + len(_EP_TAIL) + 2))})"
+    f"{', '.join(_EP_TAIL)}, first_run_id, last_run_id, run_id) values "
+    f"({', '.join('?' * (4 + len(_EP_FIELDS) + len(_EP_TAIL) + 3))})"
 )
 _UPDATE_EP = (
     "update actor_endpoints set "
@@ -750,10 +832,14 @@ class Actors:
         self.tx_base: int | None = None
         self.name_cache: dict[tuple, str] = {}
         self.client_names: dict[bytes, str] = {}
+        self.flows: dict[tuple, tuple[str, str, Identity, tuple[str]]] = {}  # see _flow
+        self.path_info: dict[str, dict[str, str | int]] = {}  # see _path_info
+        self.path_count = 0
         self.known: set[tuple[str, str]] = set()
         self.known_cap = 200_000
         self.skel: dict = {}
-        self.skel_cache: dict[tuple[str, str], str | None] = {}
+        self.shapes: dict[tuple[str, str], str] = {}  # (service, path with ids masked) -> skeleton
+        self.shapes_ok: dict[tuple, bool] = {}  # literal words -> none is a number
         self.ratios: dict[tuple, list] = {}  # endpoint key -> [bodies counted, sensitive, objects]
         self.counted: dict[tuple[bytes, int], tuple[int, int]] = {}  # (body head, length) -> counts
         self.rules = None
@@ -777,12 +863,8 @@ class Actors:
         self.known.update((n, p) for n, p in rows)
 
     def _skeleton(self, svc: str, path: str) -> str | None:
-        """The inventory's skeleton of a path (``/users/{int}``), None when the rules exclude it.
-        Cached per (service, path): most traffic repeats its paths."""
-        key = (svc, path)
-        got = self.skel_cache.get(key, False)
-        if got is not False:
-            return got
+        """The inventory's skeleton of a path (``/users/{int}``), None when the rules exclude it
+        (cached by the caller, :meth:`_path_info`, per service and path)."""
         if self.rules is None:
             from .rules import active
 
@@ -795,13 +877,35 @@ class Actors:
         if srules.exclude and srules.excluded(path):
             got = None
         else:
+            # paths that differ only in their numeric ids (/users/17, /users/18) have one skeleton:
+            # cached per shape (the path with its all-digit segments masked), once the skeletonizer
+            # has made each of them {int}; not with exclude globs or numeric literal words
+            shape = None
+            words = srules.literal_key
+            shapes_ok = self.shapes_ok.get(words)
+            if shapes_ok is None:
+                shapes_ok = self.shapes_ok[words] = not any(w.isdigit() for w in words)
+            if shapes_ok and not srules.exclude and "\x00" not in path:
+                shape = _DIGIT_SEGMENT.sub("/\x00", path)
+                if shape == path:
+                    shape = None
+                else:
+                    got = self.shapes.get((svc, shape))
+                    if got is not None:
+                        return got
             sk = self.skel.get(srules.literal_key)
             if sk is None:
                 sk = self.skel[srules.literal_key] = Skeletonizer(srules.literal)
-            got = "/" + "/".join(sk(path)[0])
-        if len(self.skel_cache) >= 65536:
-            self.skel_cache.clear()
-        self.skel_cache[key] = got
+            segs = sk(path)[0]
+            got = "/" + "/".join(segs)
+            if shape is not None:
+                masked = split_path(shape)
+                if len(masked) == len(segs) <= MAX_SEGMENTS // 2 and all(
+                    seg == _INT_SEGMENT for m, seg in zip(masked, segs) if m == "\x00"
+                ):
+                    if len(self.shapes) >= 65536:
+                        self.shapes.clear()
+                    self.shapes[(svc, shape)] = got
         return got
 
     def h32(self, value: str) -> int:
@@ -812,11 +916,11 @@ class Actors:
     def _client(self, tx) -> str:
         c = self.client_names.get(tx.client_ip)
         if c is None:
-            from .inventory import format_addr
-
+            ip = tx.client_ip  # the address as the inventory formats it, without the port
             if len(self.client_names) > 65536:
                 self.client_names.clear()
-            c = self.client_names[tx.client_ip] = format_addr(tx.client_ip, 0).rsplit(":", 1)[0].strip("[]")
+            family = socket.AF_INET if len(ip) == 4 else socket.AF_INET6
+            c = self.client_names[ip] = socket.inet_ntop(family, ip)
         return c
 
     def _service(self, tx) -> str:
@@ -830,6 +934,35 @@ class Actors:
             self.name_cache[k] = svc
         return svc
 
+    def _flow(self, tx, key: tuple) -> tuple[str, str, Identity, tuple[str]]:
+        """(service, client address, the client's ``ip:`` identity, ``(client address,)``) of a
+        (client, server, port, Host) key: derived once, not per transaction."""
+        client = self._client(tx)
+        got = (self._service(tx), client, Identity("ip:" + client, "ip", "client address"), (client,))
+        if len(self.flows) >= 65536:
+            self.flows.clear()
+        self.flows[key] = got
+        return got
+
+    def _path_info(self, svc: str, path: str) -> str | int:
+        """The skeleton of a path of a service, or ``_STATIC`` (a static asset) or ``_EXCLUDED``
+        (by the rules file); cached per service and path (nested dicts: no key tuple to keep)."""
+        got: str | int
+        if static_kind(path):
+            got = _STATIC
+        else:
+            skeleton = self._skeleton(svc, path)
+            got = _EXCLUDED if skeleton is None else skeleton
+        if self.path_count >= 65536:
+            self.path_info.clear()
+            self.path_count = 0
+        per = self.path_info.get(svc)
+        if per is None:
+            per = self.path_info[svc] = {}
+        per[path] = got
+        self.path_count += 1
+        return got
+
     # -- per transaction --
     def observe(self, tx) -> None:
         self.index += 1
@@ -837,35 +970,70 @@ class Actors:
         if method is None or method == "CONNECT":
             return
         self.observed += 1
-        svc = self._service(tx)
+        # one pass over the request headers: the Host and the credentials (Identifier.request)
+        host = auth = apikey = cookie = None
+        kinds = _HEADER_KIND
+        for k, v in tx.request_headers:
+            hk = kinds.get(k)
+            if hk is None:
+                hk = _header_kind(k)
+            if not hk:
+                continue
+            if hk == _H_HOST:
+                if host is None:
+                    host = v
+            elif hk == _H_AUTH:
+                if auth is None:
+                    auth = v
+            elif hk == _H_COOKIE:
+                cookie = v if cookie is None else cookie + "; " + v
+            elif hk == _H_APIKEY:
+                if apikey is None:
+                    apikey = (k.lower(), v)
+        fkey = (tx.client_ip, tx.server_ip, tx.server_port, host)
+        flow = self.flows.get(fkey)
+        if flow is None:
+            flow = self._flow(tx, fkey)
+        svc, client, ident, client_1 = flow
         uri = tx.uri or ""
         if uri.startswith(("http://", "https://")):
             rest = uri.split("://", 1)[1]
             i = rest.find("/")
             uri = rest[i:] if i >= 0 else "/"
         path, _, query = uri.partition("?")
-        path = path.partition("#")[0]
+        if "#" in path:
+            path = path.partition("#")[0]
         if not path.startswith("/"):
             path = "/" + path if path != "*" else "*"
-        client = self._client(tx)
-        ident, has_cred = identify(tx, self.ident, client, query)
+        has_cred = False
+        if auth or apikey or cookie or (query and "=" in query):
+            got = self.ident.credentials(auth, apikey, cookie, query)
+            if got is not None:
+                ident = got
+                has_cred = True
         status = tx.status_code or 0
         flags = 0 if has_cred else F_UNAUTH
+        per = self.path_info.get(svc)
+        skeleton = per.get(path) if per is not None else None
+        if skeleton is None:
+            skeleton = self._path_info(svc, path)
         login = method == "POST" and (
             LOGIN_PATH.search(path) is not None
             or bool(tx.request_body and _PASSWORD_KEY.search(tx.request_body[:4096]))
         )
         issued = None
-        if login or not has_cred:
-            if 200 <= status < 300:
-                issued = self.ident.issued(tx, login)
-                if issued is not None and not has_cred:
-                    ident = issued
-                    flags |= F_ISSUED
+        if (login or not has_cred) and 200 <= status < 300:
+            issued = self.ident.issued(tx, login)
+            if issued is not None and not has_cred:
+                ident = issued
+                flags |= F_ISSUED
         ts = tx.ts
-        actor = self._actor(ident, ts)
-        if len(actor.addresses) < MAX_ADDRESSES:
-            actor.addresses.add(client)
+        actor = self.actors.get(ident.actor)
+        if actor is None:
+            actor = self._actor(ident, ts)
+        addresses = actor.addresses
+        if client not in addresses and len(addresses) < MAX_ADDRESSES:
+            actor.addresses = (*addresses, client) if addresses else client_1
         sess = actor.session
         if sess is None or ts - actor.last > self.idle:
             if sess is not None and sess.dirty:
@@ -876,14 +1044,25 @@ class Actors:
         if ts < actor.first:
             actor.first = ts
         actor.dirty = True
-        c = actor.c
+        c = actor
         c[0] += 1
-        if static_kind(path):
+        if skeleton is _EXCLUDED:  # excluded by the rules file: counted on the actor only
             c[1] += 1
-            self._session_add(sess, ts, status, tx.response_body_len)
             return
-        skeleton = self._skeleton(svc, path)
-        if skeleton is None:  # excluded by the rules file
+        rbytes = tx.response_body_len
+        # the session's counts (inline: once per transaction)
+        sess.calls += 1
+        sess.dirty = True
+        if ts > sess.end:
+            sess.end = ts
+        if status >= 400:
+            sess.errors += 1
+            if status in (401, 403):
+                sess.denied += 1
+            elif status == 404:
+                sess.not_found += 1
+        sess.bytes += rbytes
+        if skeleton is _STATIC:  # a static asset: in the session, counted on the actor, not listed
             c[1] += 1
             return
         key_known = (svc, skeleton)
@@ -905,33 +1084,33 @@ class Actors:
                 agg.first = ts
             if ts > agg.last:
                 agg.last = ts
-        e = agg.c
+        e = agg
         e[0] += 1
         ok = 200 <= status < 300
-        rbytes = tx.response_body_len
         if ok:
             e[1] += 1
-        elif status in (401, 403):
-            e[2] += 1
-            c[3] += 1
-        elif status == 404:
-            e[3] += 1
-            c[4] += 1
-        elif 400 <= status < 500:
-            e[4] += 1
-        elif status >= 500:
-            e[5] += 1
-        if status >= 400:
+        elif status >= 400:
             c[2] += 1
+            if status in (401, 403):
+                e[2] += 1
+                c[3] += 1
+            elif status == 404:
+                e[3] += 1
+                c[4] += 1
+            elif status < 500:
+                e[4] += 1
+            else:
+                e[5] += 1
         if not has_cred:
             e[6] += 1
             if ok:
                 e[7] += 1
             elif status in (401, 403):
                 e[8] += 1
-        e[9] += tx.request_body_len
+        qbytes = tx.request_body_len
+        e[9] += qbytes
         e[10] += rbytes
-        c[5] += tx.request_body_len
+        c[5] += qbytes
         c[6] += rbytes
         sensitive = 0
         if ok and tx.response_body:
@@ -942,11 +1121,22 @@ class Actors:
             c[8] += sensitive
         # distinct objects: the concrete path (and id-like query values); unknown paths likewise
         obj = path
-        if query and "=" in query and epath != "*":
+        if query and "=" in query and epath != "*" and _may_name_id(query):
             ids = [f"{n}={v}" for n, v in parse_qsl(query) if _ID_PARAM.search(n)]
             if ids:
                 obj += "?" + "&".join(sorted(ids))
-        agg.objects.add_hash(self.h32(obj))
+        h = self._b2.copy()  # (h32, inline)
+        h.update(obj.encode("utf-8", "surrogatepass"))
+        hv = int.from_bytes(h.digest(), "little")
+        objs = agg.objects
+        if objs is None:
+            agg.objects = hv
+        elif type(objs) is int:
+            if objs != hv:
+                objs = agg.objects = Sketch((objs,))
+                objs.add_hash(hv)
+        else:
+            objs.add_hash(hv)
         if login:
             flags |= F_LOGIN
             e[13] += 1
@@ -955,8 +1145,9 @@ class Actors:
                 e[14] += 1
             user = login_user(tx.request_body)
             if user:
+                if agg.users is None:
+                    agg.users = Sketch()
                 agg.users.add_hash(self.h32("user\x1f" + user))
-        self._session_add(sess, ts, status, rbytes)
         self.calls.append((self.index, ts, actor, sess, k, method, status, rbytes, sensitive, flags))
         if len(self.calls) >= PENDING_CALLS or len(self.closed) >= PENDING_CALLS:
             self.flush()
@@ -1101,6 +1292,12 @@ class Actors:
     def flush(self) -> None:
         if not (self.pending or self.calls or self.closed or any(a.dirty for a in self.actors.values())):
             return
+        from .behaviour import no_gc
+
+        with no_gc():  # (rows: many small objects without cycles)
+            self._flush()
+
+    def _flush(self) -> None:
         db = self.db
         con = db.conn
         run = self.run_id
@@ -1124,10 +1321,11 @@ class Actors:
                             _json_list(a.addresses),
                             a.first,
                             a.last,
-                            a.c[0],
-                            a.c[1],
+                            a[0],
+                            a[1],
                             a.new_sessions,
-                            *a.c[2:],
+                            *a[2:],
+                            run,
                             run,
                             run,
                         )
@@ -1152,9 +1350,10 @@ class Actors:
                     )
                 rows = []
                 for a in old_actors:
-                    c = a.c
-                    old = set(json.loads(stored.get(a.id) or "[]"))
-                    addrs = old if a.addresses <= old else sorted(old | a.addresses)[:MAX_ADDRESSES]
+                    c = a
+                    addrs = set(json.loads(stored.get(a.id) or "[]"))
+                    if not addrs.issuperset(a.addresses):
+                        addrs = set(sorted(addrs.union(a.addresses))[:MAX_ADDRESSES])
                     rows.append(
                         (
                             json.dumps(sorted(addrs)),
@@ -1170,11 +1369,11 @@ class Actors:
                     )
                 con.executemany(_UPDATE_ACTOR, rows)
             for a in new_actors:
-                a.c = [0] * 9
+                a[:] = _ACTOR_ZERO
                 a.new_sessions = 0
                 a.dirty = False
             for a in old_actors:
-                a.c = [0] * 9
+                a[:] = _ACTOR_ZERO
                 a.new_sessions = 0
                 a.dirty = False
             # sessions
@@ -1259,15 +1458,25 @@ class Actors:
             upd_rows = []
             for k, aid, agg in todo:
                 _akey, svc, method, epath = k
-                row = stored_ep.get((aid, svc, method, epath))
-                obj_blob, n_obj = sketch_merge(row[1] if row else None, agg.objects)
-                usr_blob, n_usr = sketch_merge(row[2] if row else None, agg.users)
+                row = stored_ep.get((aid, svc, method, epath)) if stored_ep else None
+                objs = agg.objects
+                if type(objs) is int:
+                    if row is None or not row[1]:  # (one hash, nothing stored: the usual case)
+                        obj_blob, n_obj = array("I", (objs,)).tobytes(), 1
+                    else:
+                        obj_blob, n_obj = sketch_merge(row[1], (objs,))
+                else:
+                    obj_blob, n_obj = sketch_merge(row[1] if row else None, objs or ())
+                if agg.users is None and (row is None or not row[2]):
+                    usr_blob, n_usr = b"", 0
+                else:
+                    usr_blob, n_usr = sketch_merge(row[2] if row else None, agg.users or ())
                 tail = (n_obj, n_usr, obj_blob, usr_blob, agg.first, agg.last)
                 if row is None:
                     ins_keys.append(k)
-                    ins_rows.append((aid, svc, method, epath, *agg.c, *tail, run, run))
+                    ins_rows.append((aid, svc, method, epath, *agg, *tail, run, run, run))
                 else:
-                    upd_rows.append((*agg.c, *tail, run, row[0]))
+                    upd_rows.append((*agg, *tail, run, row[0]))
                     self.ep_ids[k] = row[0]
             if ins_rows:
                 before = self._max_id(con, "actor_endpoints")
@@ -1327,6 +1536,12 @@ class Actors:
             out["actors"]["evicted"] = self.evicted
         return out
 
+    def finish_shard(self) -> dict[str, Any]:
+        """One shard of ``replay --workers``: the analysis runs once over the merged shards
+        (``discovery.merge``), not here."""
+        self.flush()
+        return {}
+
 
 # ---- what a transaction says ---------------------------------------------------------------------
 
@@ -1337,10 +1552,10 @@ def count_objects(tx) -> int:
     head = body[:64].lstrip()
     if not head or head[:1] not in (b"{", b"["):
         return 0
-    part = body[:RECORDS_SCAN]
-    n = part.count(b"{")
+    n = body.count(b"{", 0, RECORDS_SCAN)  # (of body[:RECORDS_SCAN], without the copy)
+    scanned = min(len(body), RECORDS_SCAN)
     total = max(tx.response_body_len, len(body))
-    return int(n * total / len(part)) if total > len(part) > 0 else n
+    return int(n * total / scanned) if total > scanned > 0 else n
 
 
 def count_records(tx) -> tuple[int, int]:
@@ -1377,10 +1592,13 @@ def failed_login(tx, status: int, issued: Identity | None) -> bool:
         return True
     if issued is not None or status >= 500 or status == 0:
         return False
+    if not (status < 300 or status in (400, 422)):
+        return False
     body = tx.response_body
-    return (
-        bool(body) and _FAIL_TEXT.search(body[:4096]) is not None and (status < 300 or status in (400, 422))
-    )
+    if not body:
+        return False
+    low = bytes(body[:4096]).lower()  # (substring tests: the case-insensitive regex costs ~50 ns a byte)
+    return any(w in low for w in _FAIL_WORDS)
 
 
 def login_user(body: bytes) -> str | None:

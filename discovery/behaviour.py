@@ -21,9 +21,11 @@ without credentials), sensitive data in responses, error disclosure and behaviou
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -187,6 +189,28 @@ class Verdict:
     chain: str = "all"  # which of those calls: all, unauth_ok, login_fail, unknown, errors, sensitive, bytes
 
 
+class _Total:
+    """An actor's totals on one service (the per-service metrics: scanning, fuzzing, export)."""
+
+    __slots__ = ("unknown", "not_found", "client_errors", "server_errors", "sensitive_records",
+                 "response_bytes", "keys")
+
+    def __init__(self):
+        self.unknown = self.not_found = self.client_errors = self.server_errors = 0
+        self.sensitive_records = self.response_bytes = 0
+        self.keys: list[int] = []
+
+    def add(self, a: Agg) -> None:
+        self.not_found += a.not_found
+        self.client_errors += a.client_errors
+        self.server_errors += a.server_errors
+        self.sensitive_records += a.sensitive_records
+        self.response_bytes += a.response_bytes
+        self.keys.extend(a.keys)
+        if a.path == "*":
+            self.unknown += a.objects
+
+
 def quantile(values: list[float], q: float) -> float:
     if not values:
         return 0.0
@@ -202,7 +226,19 @@ def _peers(values: dict[int, float], actor: int, universe: set[int], min_peers: 
     return [values.get(a, 0) for a in universe if a != actor]
 
 
+_ADMIN: dict[tuple[str, str], bool] = {}
+
+
 def _is_admin(method: str, path: str) -> bool:
+    got = _ADMIN.get((method, path))
+    if got is None:
+        if len(_ADMIN) >= 65536:
+            _ADMIN.clear()
+        got = _ADMIN[(method, path)] = _admin(method, path)
+    return got
+
+
+def _admin(method: str, path: str) -> bool:
     segs = [s for s in path.split("/") if s]
     if any(ADMIN_SEGMENT.match(s) for s in segs):
         return True
@@ -218,23 +254,34 @@ def analyse(aggs: list[Agg], s: Settings, candidates: set[int] | None = None) ->
     these actors may be flagged (the population is always everyone)."""
     out: list[Verdict] = []
     by_group: dict[tuple, dict[int, Agg]] = {}
-    by_service: dict[str, dict[int, Agg]] = {}
+    by_service: dict[str, dict[int, _Total]] = {}
     for a in aggs:
-        by_group.setdefault((a.service, a.method, a.group), {})[a.actor_id] = a
-        tot = by_service.setdefault(a.service, {}).get(a.actor_id)
+        svc = a.service
+        g = (svc, a.method, a.group)
+        members = by_group.get(g)
+        if members is None:
+            members = by_group[g] = {}
+        members[a.actor_id] = a
+        per = by_service.get(svc)
+        if per is None:
+            per = by_service[svc] = {}
+        tot = per.get(a.actor_id)
         if tot is None:
-            tot = by_service[a.service][a.actor_id] = Agg(a.actor_id, a.service, "*", "*", "*")
-        tot.add(a.__dict__)
-        tot.keys.extend(a.keys)
-        if a.path == "*":
-            tot.unknown += a.objects
+            tot = per[a.actor_id] = _Total()
+        tot.add(a)
     universe = {svc: set(m) for svc, m in by_service.items()}
     # does the service enforce credentials at all?  401/403 answers outside its login endpoints
     enforced: dict[str, int] = {}
-    for (svc, _m, _g), members in by_group.items():
-        logins = sum(a.login_attempts for a in members.values())
-        if logins * 2 <= sum(a.calls for a in members.values()):
-            enforced[svc] = enforced.get(svc, 0) + sum(a.denied for a in members.values())
+    group_calls: dict[tuple, tuple[int, int]] = {}  # group -> (calls, login attempts)
+    for g, members in by_group.items():
+        calls = logins = denied = 0
+        for a in members.values():
+            calls += a.calls
+            logins += a.login_attempts
+            denied += a.denied
+        group_calls[g] = (calls, logins)
+        if logins * 2 <= calls:
+            enforced[g[0]] = enforced.get(g[0], 0) + denied
 
     def cand(aid: int) -> bool:
         return candidates is None or aid in candidates
@@ -245,23 +292,25 @@ def analyse(aggs: list[Agg], s: Settings, candidates: set[int] | None = None) ->
     def conf(value: float, thr: float) -> str:
         return "high" if value >= 2 * thr else "medium"
 
-    for (svc, method, _group), members in sorted(by_group.items(), key=lambda kv: str(kv[0])):
+    for g, members in sorted(by_group.items(), key=lambda kv: str(kv[0])):
+        svc, method, _group = g
         any_agg = next(iter(members.values()))
         path = any_agg.path
         if path == "*":
             continue
         uni = universe[svc]
         tname = f"{method} {path}"
-        is_login = sum(a.login_attempts for a in members.values()) * 2 > sum(
-            a.calls for a in members.values()
-        )
+        group_total, group_logins = group_calls[g]
+        is_login = group_logins * 2 > group_total
 
         # object-level enumeration (API1)
         if method in READ_METHODS:
-            vals = {aid: float(a.objects) for aid, a in members.items()}
+            vals = None
             for aid, a in members.items():
                 if not cand(aid) or a.objects < s.min_objects:
                     continue
+                if vals is None:
+                    vals = {x: float(m.objects) for x, m in members.items()}
                 peers = _peers(vals, aid, uni, s.min_peers)
                 if len(peers) < s.min_peers:
                     continue
@@ -297,7 +346,7 @@ def analyse(aggs: list[Agg], s: Settings, candidates: set[int] | None = None) ->
 
         # broken authentication: 2xx without credentials on an endpoint that usually requires them (API2)
         if not is_login:
-            calls = sum(a.calls for a in members.values())
+            calls = group_total
             unauth = sum(a.unauth_calls for a in members.values())
             cred = calls - unauth
             if calls and cred >= s.min_auth_calls and cred / calls >= s.auth_share:
@@ -337,11 +386,13 @@ def analyse(aggs: list[Agg], s: Settings, candidates: set[int] | None = None) ->
                     )
 
         # brute force / credential stuffing on a login endpoint (API2)
-        if any(a.login_attempts for a in members.values()):
-            vals = {aid: float(a.login_failures) for aid, a in members.items()}
+        if group_logins:
+            vals = None
             for aid, a in members.items():
                 if not cand(aid) or a.login_failures < s.min_login_failures:
                     continue
+                if vals is None:
+                    vals = {x: float(m.login_failures) for x, m in members.items()}
                 peers = _peers(vals, aid, uni, s.min_peers)
                 base = quantile(peers, s.peer_quantile)
                 thr = threshold(s.min_login_failures, base)
@@ -413,9 +464,17 @@ def analyse(aggs: list[Agg], s: Settings, candidates: set[int] | None = None) ->
         errors = {aid: float(t.client_errors + t.server_errors) for aid, t in members.items()}
         sens = {aid: float(t.sensitive_records) for aid, t in members.items()}
         rbytes = {aid: float(t.response_bytes) for aid, t in members.items()}
+        n_others = len(uni) - 1  # every member is in uni
         for aid, t in members.items():
             if not cand(aid):
                 continue
+            if (
+                t.unknown < s.min_unknown_paths
+                and t.client_errors + t.server_errors < s.min_client_errors
+                and (n_others < s.min_peers or (t.sensitive_records < s.min_records
+                                                and t.response_bytes < s.min_bytes))
+            ):
+                continue  # below every minimum (most actors): nothing to compare
             others = [a for a in uni if a != aid]
             # scanning (unknown paths) and fuzzing (error answers)
             if t.unknown >= s.min_unknown_paths:
@@ -600,11 +659,14 @@ def load_aggregates(db, limit: int | None = None) -> list[Agg]:
         group = eid if eid is not None else ("path", path)
         k = (aid, svc, method, group)
         a = groups.get(k)
+        vals = row[7:]
         if a is None:  # the counters in Agg's field order (COUNTERS)
-            a = groups[k] = Agg(aid, svc, method, group, template or path, eid, *[v or 0 for v in row[7:]])
+            if None in vals:  # (NULLs: only in tables written by something else than the sink)
+                vals = [v or 0 for v in vals]
+            a = groups[k] = Agg(aid, svc, method, group, template or path, eid, *vals)
         else:
             d = a.__dict__
-            for name, v in zip(counters, row[7:]):
+            for name, v in zip(counters, vals):
                 if v:
                     d[name] += v
         a.keys.append(rid)
@@ -676,6 +738,20 @@ def _match_template(db, svc: str, method: str, skeleton: str) -> int | None:
     return got[0] if got else None
 
 
+@contextmanager
+def no_gc():
+    """The cyclic garbage collector paused for a block that allocates many objects without
+    cycles (reference counting frees them): each collection would walk every object of the
+    process, a cost that grows with what the rest of the process holds, not with the block."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def analyse_db(db, settings: Settings | None = None, run_id: int | None = None, replace: bool = False) -> int:
     """Map aggregates to endpoints, analyse, write findings; the number of verdicts.  With
     ``run_id``, only actors seen in that run may be flagged (the population is everyone) and
@@ -696,13 +772,15 @@ def analyse_db(db, settings: Settings | None = None, run_id: int | None = None, 
             db.execute("update actor_calls set marks = null where marks is not null")
             db.execute("update actors set findings = '[]', severity = null")
             db.execute("update actor_sessions set findings = '[]', severity = null")
-    aggs = load_aggregates(db, s.max_analysed)
-    analysed = {a.actor_id for a in aggs}
-    candidates = None
-    if run_id is not None:
-        candidates = {r[0] for r in db.execute("select id from actors where last_run_id = ?", [run_id])
-                      if r[0] in analysed}
-    verdicts = analyse(aggs, s, candidates)
+    with no_gc():  # (many small acyclic objects: collections would walk the whole heap, for nothing)
+        aggs = load_aggregates(db, s.max_analysed)
+        analysed = {a.actor_id for a in aggs}
+        candidates = None
+        if run_id is not None:
+            candidates = {r[0] for r in db.execute("select id from actors where last_run_id = ?", [run_id])
+                          if r[0] in analysed}
+        verdicts = analyse(aggs, s, candidates)
+        del aggs
     flagged = {v.actor_id for v in verdicts}
     keys = {}
     ids = sorted(flagged)

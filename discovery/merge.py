@@ -1041,6 +1041,7 @@ RULES: dict[str, Rule] = {
             "sessions": SUM,  # then recounted from the merged sessions
             "first_run_id": RUN_FIRST,
             "last_run_id": RUN_LAST,
+            "run_id": RUN_FIRST,
             "findings": ROW,
             "severity": ROW,
         },
@@ -1073,6 +1074,7 @@ RULES: dict[str, Rule] = {
             "last_seen": MAX,
             "first_run_id": RUN_FIRST,
             "last_run_id": RUN_LAST,
+            "run_id": RUN_FIRST,
         },
     ),
     "actor_sessions": Rule(

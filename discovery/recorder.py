@@ -134,9 +134,13 @@ class Recorder:
         if self.on_commit:
             self.on_commit(self.count)
 
-    def finish(self) -> dict[str, Any]:
+    def finish(self, shard: bool = False) -> dict[str, Any]:
+        """Finish every sink.  ``shard``: this run is one shard of a ``replay --workers`` run,
+        merged afterwards: a sink's ``finish_shard`` (if it has one) is called instead, leaving
+        out what the merge derives again from all the shards (the actors' analysis)."""
         results: dict[str, Any] = {}
         for s in self.sinks:
-            results.update(s.finish() or {})
+            fin = getattr(s, "finish_shard", None) if shard else None
+            results.update((fin or s.finish)() or {})
         self.store.checkpoint(self.run_id, self.count)
         return results

@@ -348,6 +348,56 @@ def test_memory_is_bounded_by_evicting_actors(tmp_path, truth):
     assert "behaviour.enumeration" in next(a for k, a in flagged.items() if k.startswith("jwt:"))["findings"]
 
 
+def test_rows_a_run_inserts_carry_its_run_id_and_roll_back_without_a_journal(tmp_path):
+    """Crash safety at the cost of one journal row per row touched: the actors and aggregates a
+    run inserts carry its run_id, so the undo journal skips them (a rollback deletes them by
+    run_id); rows of an earlier run that it updates are journaled and restored."""
+    from discovery import journal
+    from discovery.recorder import Recorder, start_run
+
+    tables = ("actors", "actor_endpoints")
+
+    def transactions(pcap: str) -> list[Transaction]:
+        out: list = []
+        p = Pipeline(out.append)
+        p.run(merge(open_files([pcap])))
+        p.finish()
+        return [t for t in out if type(t) is Transaction]
+
+    txs = transactions(VAPI)
+    half = len(txs) // 2
+    store = Store(str(tmp_path / "j.db"))
+    db = store.db
+    run1, sinks = start_run(store, ["first half"], ["discovery.actors:Actors"])
+    rec = Recorder(store, run1, sinks)
+    for t in txs[:half]:
+        rec.observe(t)
+    rec.finish()
+    store.finish_run(run1, {})
+
+    def snapshot():
+        return {t: db.execute(f"select * from {t} order by id").fetchall() for t in tables}
+
+    before = snapshot()
+    assert {r[0] for r in db.execute("select distinct run_id from actors")} == {run1}
+    run2, sinks = start_run(store, ["second half, demo"], ["discovery.actors:Actors"])
+    rec = Recorder(store, run2, sinks)
+    for t in txs[half:] + transactions(os.path.join(PCAPS, "demo.pcap")):  # known actors and new ones
+        rec.observe(t)
+    rec.commit()  # flushed and committed, not finished: as a replay killed here
+    for table in tables:
+        inserted = {r[0] for r in db.execute(f"select id from {table} where run_id = ?", [run2])}
+        journaled = {
+            r[0] for r in db.execute("select rid from _undo where run_id = ? and tbl = ?", [run2, table])
+        }
+        updated = {r[0] for r in db.execute(f"select id from {table} where run_id = ? and last_run_id = ?",
+                                            [run1, run2])}
+        assert inserted and updated, table
+        assert not journaled & inserted and journaled == updated, table
+    journal.rollback(db, run2)
+    assert snapshot() == before
+
+
 def test_the_analysis_reads_a_bounded_number_of_actors(tmp_path, truth):
     """``max_analysed``: with more actors stored than that, only the most active are loaded and
     judged (memory bounded whatever the database collected); the attacker, the most active, is

@@ -268,7 +268,8 @@ def _actor_tables(con, out, keyed, exact_findings: bool) -> None:
     if "actors" not in names:
         return
     est = ACTOR_ESTIMATES
-    keyed("actors", "select * from actors", ["actor"], ["id", "first_run_id", "last_run_id", *est])
+    keyed("actors", "select * from actors", ["actor"],
+          ["id", "first_run_id", "last_run_id", "run_id", *est])
     keyed(
         "actor_sessions",
         f"select *, {_ACTOR}, {_TX.format('first_tx_id')}, {_TX.format('last_tx_id')} from actor_sessions t",
@@ -279,7 +280,7 @@ def _actor_tables(con, out, keyed, exact_findings: bool) -> None:
         "actor_endpoints",
         f"select *, {_ACTOR}, {_EP} from actor_endpoints t",
         ["actor_key", "service", "method", "path"],
-        ["id", "actor_id", "endpoint_id", "first_run_id", "last_run_id", *est],
+        ["id", "actor_id", "endpoint_id", "first_run_id", "last_run_id", "run_id", *est],
     )
     drop = ["id", "tx_id", "run_id", "actor_id", "session_id", "actor_endpoint_id"]
     keyed(

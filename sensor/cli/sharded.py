@@ -60,7 +60,7 @@ def _shard_worker(paths: list[str], idx: int, n: int, limits, shard: str, key: b
         files = open_files(paths)
         p.run(merge(files))
         p.finish()
-        rec.finish()
+        rec.finish(shard=True)
         warnings = [w for f in files for w in f.warnings]
         store.finish_run(run_id, stats.to_json(), warnings=warnings)
         store.close()
