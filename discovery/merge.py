@@ -636,7 +636,49 @@ def _actor_sessions(ctx: _Ctx, table: str) -> None:
     n = 0
     out_cols = set(ctx.columns("main", table))
     has_tx = "transactions" in ctx.tables("main")
+    # the actors that have sessions in the output (when not many more than the source's): the
+    # others' sessions are inserted without a lookup, in batches, with ids chosen here
+    with_sessions: set | None = None
+    if conn.execute(f'SELECT count(*) FROM main."{table}"').fetchone()[0] <= 4 * len(mine) + 50_000:
+        with_sessions = {a for (a,) in conn.execute(f'SELECT DISTINCT actor_id FROM main."{table}"')}
+    own_ids = _rowid_alias(conn, table, "id")
+    next_id = conn.execute(f'SELECT coalesce(max(id), 0) FROM main."{table}"').fetchone()[0] + 1
+    batch: dict[tuple, list] = {}
+
+    def insert_batch() -> None:
+        for cols, rows in batch.items():
+            conn.executemany(
+                f'INSERT INTO main."{table}" ({", ".join(_q(c) for c in cols)}) '
+                f'VALUES ({", ".join("?" * len(cols))})',
+                rows,
+            )
+        batch.clear()
+
     for aid, theirs in mine.items():
+        if with_sessions is not None and aid not in with_sessions and own_ids:
+            theirs.sort(key=lambda s: (s["start"] is None, s["start"] or 0))
+            groups: list[list[dict]] = []
+            end = None
+            for s in theirs:
+                if groups and end is not None and s["start"] is not None and s["start"] - end <= idle:
+                    groups[-1].append(s)
+                else:
+                    groups.append([s])
+                    end = None
+                if s["end"] is not None:
+                    end = s["end"] if end is None else max(end, s["end"])
+            for g in groups:
+                row = _joined_session(conn, g, has_tx)
+                row.update(actor_id=aid, findings="[]", severity=None, id=next_id)
+                cols = tuple(c for c in row if c in out_cols)
+                batch.setdefault(cols, []).append([row[c] for c in cols])
+                for s in g:
+                    sess_ids[s["src_id"]] = next_id
+                next_id += 1
+                n += len(g)
+            if sum(len(v) for v in batch.values()) >= 2000:
+                insert_batch()
+            continue
         ours = list(_rows(conn, f'SELECT * FROM main."{table}" WHERE actor_id = ?', [aid]))
         parts = sorted(ours + theirs, key=lambda s: (s["start"] is None, s["start"] or 0, "src_id" in s))
         groups: list[list[dict]] = []
@@ -665,6 +707,10 @@ def _actor_sessions(ctx: _Ctx, table: str) -> None:
             else:
                 row.update(actor_id=aid, findings="[]", severity=None)
                 cols = [c for c in row if c in out_cols]
+                if own_ids:
+                    row["id"] = keep = next_id
+                    next_id += 1
+                    cols.append("id")
                 keep = conn.execute(
                     f'INSERT INTO main."{table}" ({", ".join(_q(c) for c in cols)}) '
                     f"VALUES ({', '.join('?' * len(cols))})",
@@ -673,6 +719,7 @@ def _actor_sessions(ctx: _Ctx, table: str) -> None:
             for s in new:
                 sess_ids[s["src_id"]] = keep
             n += len(new)
+    insert_batch()
     if folded:
         _refold_sessions(conn, folded)
     # an actor's session count: its sessions, as merged

@@ -18,11 +18,18 @@ from .stats import Stats
 _BATCH = 512
 
 
+def mix(ports: int, addrs: int, n: int) -> int:
+    """Worker index from ``sport ^ dport`` and the sum of the addresses' last bytes (both
+    symmetric in the two endpoints), mixed by a multiplicative hash: Linux gives connect() even
+    ports, so the port bits alone would put every flow between two hosts on one worker."""
+    return ((((ports << 8) + addrs) * 0x9E3779B1) & 0xFFFFFFFF) * n >> 32
+
+
 def owner(seg: tuple, n: int) -> int:
     """Worker index of a decoded segment: symmetric in the two endpoints."""
     if seg[0] != 6:
         return 0
-    return ((seg[3] ^ seg[4]) + seg[1][-1] + seg[2][-1]) % n
+    return mix(seg[3] ^ seg[4], seg[1][-1] + seg[2][-1], n)
 
 
 def _add(total: Stats, part: Stats) -> None:

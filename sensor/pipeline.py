@@ -348,9 +348,10 @@ class Pipeline:
                 if etype == 0x0800 and vihl == 0x45 and proto == 6 and not frag & 0x3FFF and total >= 40:
                     sport, dport, doff = _ports(data, 34)
                     doff = (doff >> 4) << 2
-                    if doff >= 20 and 34 + doff <= 14 + total <= len(data) and \
-                            ((sport ^ dport) + src[-1] + dst[-1]) % n != idx:
-                        continue
+                    if doff >= 20 and 34 + doff <= 14 + total <= len(data):
+                        h = (((sport ^ dport) << 8) + src[-1] + dst[-1]) * 0x9E3779B1  # parallel.mix
+                        if (h & 0xFFFFFFFF) * n >> 32 != idx:
+                            continue
             seg = decode(ts, linktype, data)
             if (owner(seg, n) if seg is not None else 0) != idx:
                 continue
