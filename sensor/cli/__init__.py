@@ -361,7 +361,7 @@ def _replay_workers(store, run_id: int, opened, workers: int, limits, stats, kee
         return summary_counts(store.db)
 
     return replay_sharded([f.path for f in opened], workers, limits, stats, db_path, store.keep_raw_samples,
-                          SINKS, flush_every, store.hasher.key, target_settings(store.db), merge_into)
+                          SINKS, flush_every, store.hasher.key, target_settings(store.db), merge_into, run_id)
 
 
 def summary_counts(db) -> dict:

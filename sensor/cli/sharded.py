@@ -2,10 +2,13 @@
 
 Each worker process reads the captures, keeps the TCP flows that hash to it (both directions
 of a flow hash alike, see :func:`sensor.parallel.owner`), and runs the sensor *and the sinks*
-on them into a shard database of its own (same hash key as the target, so redacted values
-match).  The parent then merges the shards into the target database under the run it opened
-(:func:`discovery.merge.merge` with ``into_run``), with the run's undo journal armed, so a kill
-at any point leaves the target as crash-safe as a one-worker replay.  Templates, endpoints and
+on them.  Worker 0 writes into the target database itself, under the run the parent opened,
+with its own connection's undo journal armed (exactly as a one-worker replay of its flows);
+the others write into shard databases of their own (same hash key as the target, so redacted
+values match), which the parent then merges into the target under the same run
+(:func:`discovery.merge.merge` with ``into_run``), journal armed, so a kill at any point leaves
+the target as crash-safe as a one-worker replay.  Workers die with the parent (a worker
+writing into the target must not outlive the process that owns the run).  Templates, endpoints and
 findings' endpoint links are rebuilt from the merged observations, as if one process had seen
 everything (see docs/ecosystem.md "merge" for what a merge keeps exact).
 
@@ -33,9 +36,28 @@ def target_settings(db) -> dict[str, list[dict]]:
             for t, w in SETTINGS.items() if t in names}
 
 
+def _die_with_parent(parent: int) -> None:
+    """SIGKILL this worker when the parent dies (worker 0 writes into the target under the
+    parent's run: it must not outlive the process that owns the run)."""
+    import contextlib
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it died before prctl
+        os._exit(1)
+
+
 def _shard_worker(paths: list[str], idx: int, n: int, limits, shard: str, key: bytes, keep_raw: bool,
-                  specs: list[str], flush_every: int, settings: dict, q) -> None:
+                  specs: list[str], flush_every: int, settings: dict, q, parent: int = 0,
+                  into_run: int | None = None) -> None:
+    """One worker: the flows that hash to ``idx``.  ``into_run``: write straight into the
+    target database ``shard`` under that (open) run, as a one-worker replay would; otherwise
+    into the shard database ``shard``, merged afterwards."""
     try:
+        _die_with_parent(parent)
+        from discovery import journal
         from discovery.recorder import Recorder, make_sinks
         from discovery.store import Store
 
@@ -43,17 +65,23 @@ def _shard_worker(paths: list[str], idx: int, n: int, limits, shard: str, key: b
         from ..sources import merge, open_files
         from ..stats import Stats
 
-        if not os.environ.get("APISENSOR_HASH_KEY"):  # else the shard uses it as the target does
-            fd = os.open(shard + ".key", os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(key)
-        store = Store(shard, keep_raw_samples=keep_raw)
-        run_id = store.begin_run(paths)
-        sinks = make_sinks(store, run_id, specs)
-        with store.db.conn:
-            for table, rows in settings.items():
-                if rows and table in store.db.table_names():
-                    store.db[table].insert_all(rows, replace=True)
+        if into_run is not None:
+            store = Store(shard, keep_raw_samples=keep_raw)
+            run_id = into_run
+            sinks = make_sinks(store, run_id, specs)
+            journal.arm(store.db, run_id)  # this connection's writes are journaled like the parent's
+        else:
+            if not os.environ.get("APISENSOR_HASH_KEY"):  # else the shard uses it as the target does
+                fd = os.open(shard + ".key", os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(key)
+            store = Store(shard, keep_raw_samples=keep_raw)
+            run_id = store.begin_run(paths)
+            sinks = make_sinks(store, run_id, specs)
+            with store.db.conn:
+                for table, rows in settings.items():
+                    if rows and table in store.db.table_names():
+                        store.db[table].insert_all(rows, replace=True)
         rec = Recorder(store, run_id, sinks, flush_every=flush_every)
         stats = Stats()
         p = Pipeline(rec.observe, limits, stats, on_event=rec.observe_event, shard=(idx, n))
@@ -62,7 +90,8 @@ def _shard_worker(paths: list[str], idx: int, n: int, limits, shard: str, key: b
         p.finish()
         rec.finish(shard=True)
         warnings = [w for f in files for w in f.warnings]
-        store.finish_run(run_id, stats.to_json(), warnings=warnings)
+        if into_run is None:
+            store.finish_run(run_id, stats.to_json(), warnings=warnings)
         store.close()
         if idx == 0:  # every worker reads every file: one reports what is wrong with them
             stats.files = len(files)
@@ -110,18 +139,19 @@ def shard_dir(db_path: str) -> str:
 
 def replay_sharded(paths: list[str], workers: int, limits, stats, db_path: str, keep_raw: bool,
                    specs: list[str], flush_every: int, key: bytes, settings: dict,
-                   merge_into: Callable[[list[str]], dict]) -> tuple[dict, list[str]]:
-    """Run the shards, then ``merge_into(shard_paths)``; returns its summary and the warnings
-    about the input files."""
+                   merge_into: Callable[[list[str]], dict], run_id: int) -> tuple[dict, list[str]]:
+    """Run the workers (worker 0 into the target under ``run_id``, the others into shard
+    databases), then ``merge_into(shard_paths)``; returns its summary and the warnings about
+    the input files."""
     from ..parallel import _add
 
     d = shard_dir(db_path)
-    shards = [os.path.join(d, f"shard-{i}.db") for i in range(workers)]
+    shards = [db_path] + [os.path.join(d, f"shard-{i}.db") for i in range(1, workers)]
     ctx = multiprocessing.get_context("fork")
     q = ctx.Queue()
     procs = [ctx.Process(target=_shard_worker, daemon=True,
                          args=(paths, i, workers, limits, shards[i], key, keep_raw, specs, flush_every,
-                               settings, q))
+                               settings, q, os.getpid(), run_id if i == 0 else None))
              for i in range(workers)]
     try:
         for pr in procs:
@@ -141,7 +171,7 @@ def replay_sharded(paths: list[str], workers: int, limits, stats, db_path: str, 
                 raise RuntimeError(f"replay worker failed:\n{payload}")
         for pr in procs:
             pr.join()
-        return merge_into(shards), warnings
+        return merge_into(shards[1:]), warnings
     finally:
         for pr in procs:
             if pr.is_alive():
