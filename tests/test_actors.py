@@ -515,8 +515,9 @@ def test_demo_capture_flags_only_the_scanner(tmp_path):
 
 def test_two_workers_flag_the_same_actors_as_one(tmp_path, truth):
     """``replay --workers 2``: each worker sees some of the clients' connections (here the
-    attacker, bob, dave and frank in one, the others in the other); the shards' actors, sessions
-    and calls are merged into the run and analysed once against the whole population, so the
+    attacker and four users in one, two users in the other: see sensor.parallel.owner); the
+    shards' actors, sessions and calls are merged into the run and analysed once against the
+    whole population, so the
     verdicts are those of one worker.  Only the records of sensitive data are estimates that
     depend on which bodies each process sampled (docs/actors.md)."""
     if not os.path.exists(APISENSOR):
