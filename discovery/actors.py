@@ -78,6 +78,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from .auth import APIKEY_COOKIE, APIKEY_HEADERS, APIKEY_QUERY, SESSION_COOKIE
+from .behaviour import ENDPOINT_COUNTERS
 from .service import service_name
 from .templating import INT, MAX_SEGMENTS, Skeletonizer, split_path, static_kind
 
@@ -561,23 +562,7 @@ class _Actor(list):
         self.dirty = True
 
 
-_EP_FIELDS = (
-    "calls",
-    "ok",
-    "denied",
-    "not_found",
-    "client_errors",
-    "server_errors",
-    "unauth_calls",
-    "unauth_ok",
-    "unauth_denied",
-    "request_bytes",
-    "response_bytes",
-    "records",
-    "sensitive_records",
-    "login_attempts",
-    "login_failures",
-)
+_EP_FIELDS = ENDPOINT_COUNTERS
 _EP_INDEX = {f: i for i, f in enumerate(_EP_FIELDS)}
 
 
@@ -1185,19 +1170,6 @@ class Actors:
         if not r[2] or not records:
             return records, 0
         return records, max(1, round(records * r[2] / max(1, r[3])))
-
-    def _session_add(self, sess: _Session, ts: float, status: int, rbytes: int) -> None:
-        sess.calls += 1
-        sess.dirty = True
-        if ts > sess.end:
-            sess.end = ts
-        if status >= 400:
-            sess.errors += 1
-            if status in (401, 403):
-                sess.denied += 1
-            elif status == 404:
-                sess.not_found += 1
-        sess.bytes += rbytes
 
     def _actor(self, ident: Identity, ts: float) -> _Actor:
         a = self.actors.get(ident.actor)

@@ -108,6 +108,15 @@ class Settings:
                 )
 
 
+
+# the per-(actor, endpoint) counters that add up (actor_endpoints columns, in this order)
+ENDPOINT_COUNTERS = (
+    "calls", "ok", "denied", "not_found", "client_errors", "server_errors", "unauth_calls", "unauth_ok",
+    "unauth_denied", "request_bytes", "response_bytes", "records", "sensitive_records", "login_attempts",
+    "login_failures",
+)
+
+
 @dataclass
 class Agg:
     """What one actor did on one endpoint (all runs)."""
@@ -138,25 +147,7 @@ class Agg:
     unknown: int = 0  # distinct paths never answered as existing (the "*" rows' objects)
     keys: list[int] = field(default_factory=list)  # actor_endpoints ids
 
-    COUNTERS = (
-        "calls",
-        "ok",
-        "denied",
-        "not_found",
-        "client_errors",
-        "server_errors",
-        "unauth_calls",
-        "unauth_ok",
-        "unauth_denied",
-        "request_bytes",
-        "response_bytes",
-        "records",
-        "sensitive_records",
-        "login_attempts",
-        "login_failures",
-        "objects",
-        "usernames",
-    )
+    COUNTERS = (*ENDPOINT_COUNTERS, "objects", "usernames")
 
     def add(self, other: dict) -> None:
         d = self.__dict__

@@ -165,6 +165,12 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _insert_sql(table: str, cols) -> str:
+    """``INSERT INTO main.table (cols) VALUES (?, ...)``."""
+    names = ", ".join(_q(c) for c in cols)
+    return f'INSERT INTO main."{table}" ({names}) VALUES ({", ".join("?" * len(cols))})'
+
+
 def _rows(conn: sqlite3.Connection, sql: str, args: Iterable = ()) -> Iterable[dict]:
     cur = conn.execute(sql, list(args))
     names = [d[0] for d in cur.description]
@@ -263,11 +269,7 @@ def _merge_keyed(ctx: _Ctx, table: str, rule: Rule) -> None:
 
     def flush() -> None:
         for cols, rows in inserts.items():
-            conn.executemany(
-                f'INSERT INTO main."{table}" ({", ".join(_q(c) for c in cols)}) '
-                f"VALUES ({', '.join('?' * len(cols))})",
-                rows,
-            )
+            conn.executemany(_insert_sql(table, cols), rows)
         for cols, rows in updates.items():
             sets = ", ".join(f"{_q(c)} = ?" for c in cols)
             conn.executemany(f'UPDATE main."{table}" SET {sets} WHERE rowid = ?', rows)
@@ -311,12 +313,7 @@ def _merge_keyed(ctx: _Ctx, table: str, rule: Rule) -> None:
                 inserts.setdefault(tuple(vals), []).append(list(vals.values()))
                 pending_keys.add(loose)
             else:
-                cols = list(vals)
-                new_id = conn.execute(
-                    f'INSERT INTO main."{table}" ({", ".join(_q(c) for c in cols)}) '
-                    f"VALUES ({', '.join('?' * len(cols))})",
-                    [vals[c] for c in cols],
-                ).lastrowid
+                new_id = conn.execute(_insert_sql(table, list(vals)), list(vals.values())).lastrowid
             inserted += 1
         else:
             vals = {c: _combine(op, old.get(c), row[c], ctx) for c, op in upd_ops}
@@ -647,27 +644,12 @@ def _actor_sessions(ctx: _Ctx, table: str) -> None:
 
     def insert_batch() -> None:
         for cols, rows in batch.items():
-            conn.executemany(
-                f'INSERT INTO main."{table}" ({", ".join(_q(c) for c in cols)}) '
-                f'VALUES ({", ".join("?" * len(cols))})',
-                rows,
-            )
+            conn.executemany(_insert_sql(table, cols), rows)
         batch.clear()
 
     for aid, theirs in mine.items():
         if with_sessions is not None and aid not in with_sessions and own_ids:
-            theirs.sort(key=lambda s: (s["start"] is None, s["start"] or 0))
-            groups: list[list[dict]] = []
-            end = None
-            for s in theirs:
-                if groups and end is not None and s["start"] is not None and s["start"] - end <= idle:
-                    groups[-1].append(s)
-                else:
-                    groups.append([s])
-                    end = None
-                if s["end"] is not None:
-                    end = s["end"] if end is None else max(end, s["end"])
-            for g in groups:
+            for g in _session_groups(theirs, idle):
                 row = _joined_session(conn, g, has_tx)
                 row.update(actor_id=aid, findings="[]", severity=None, id=next_id)
                 cols = tuple(c for c in row if c in out_cols)
@@ -680,18 +662,7 @@ def _actor_sessions(ctx: _Ctx, table: str) -> None:
                 insert_batch()
             continue
         ours = list(_rows(conn, f'SELECT * FROM main."{table}" WHERE actor_id = ?', [aid]))
-        parts = sorted(ours + theirs, key=lambda s: (s["start"] is None, s["start"] or 0, "src_id" in s))
-        groups: list[list[dict]] = []
-        end = None
-        for s in parts:
-            if groups and end is not None and s["start"] is not None and s["start"] - end <= idle:
-                groups[-1].append(s)
-            else:
-                groups.append([s])
-                end = None
-            if s["end"] is not None:
-                end = s["end"] if end is None else max(end, s["end"])
-        for g in groups:
+        for g in _session_groups(ours + theirs, idle):
             new = [s for s in g if "src_id" in s]
             if not new:
                 continue
@@ -708,14 +679,10 @@ def _actor_sessions(ctx: _Ctx, table: str) -> None:
                 row.update(actor_id=aid, findings="[]", severity=None)
                 cols = [c for c in row if c in out_cols]
                 if own_ids:
-                    row["id"] = keep = next_id
+                    row["id"] = next_id
                     next_id += 1
                     cols.append("id")
-                keep = conn.execute(
-                    f'INSERT INTO main."{table}" ({", ".join(_q(c) for c in cols)}) '
-                    f"VALUES ({', '.join('?' * len(cols))})",
-                    [row[c] for c in cols],
-                ).lastrowid
+                keep = conn.execute(_insert_sql(table, cols), [row[c] for c in cols]).lastrowid
             for s in new:
                 sess_ids[s["src_id"]] = keep
             n += len(new)
@@ -734,6 +701,22 @@ def _actor_sessions(ctx: _Ctx, table: str) -> None:
     ctx.counts[table] = n
     if orphans:
         ctx.warn(f"{ctx.src_path}: {orphans} rows of {table} refer to rows that are not there; skipped")
+
+
+def _session_groups(parts: list[dict], idle: float) -> list[list[dict]]:
+    """Sessions (output rows and source rows, the latter marked by ``src_id``) in start order,
+    grouped where they overlap or lie at most ``idle`` apart."""
+    groups: list[list[dict]] = []
+    end = None
+    for s in sorted(parts, key=lambda s: (s["start"] is None, s["start"] or 0, "src_id" in s)):
+        if groups and end is not None and s["start"] is not None and s["start"] - end <= idle:
+            groups[-1].append(s)
+        else:
+            groups.append([s])
+            end = None
+        if s["end"] is not None:
+            end = s["end"] if end is None else max(end, s["end"])
+    return groups
 
 
 def _joined_session(conn: sqlite3.Connection, parts: list[dict], has_tx: bool) -> dict:
